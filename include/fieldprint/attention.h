@@ -34,7 +34,8 @@ struct AttentionParams {
   TensorView q;        // [num_tokens, num_q_heads, head_dim]
   TensorView k_pool;   // [num_blocks, page_size, num_kv_heads, head_dim]  (one layer of the paged pool)
   TensorView v_pool;   // [num_blocks, page_size, num_kv_heads, head_dim]
-  TensorView anchor_k; // [anchor_len, num_kv_heads, head_dim]; anchor_len may be 0 (then data may be null)
+  TensorView anchor_k; // [anchor_len, num_kv_heads, head_dim]; anchor_len may be 0 (then data may be null,
+                       // and dtype/device are not checked); both anchor views may also be left default (rank 0)
   TensorView anchor_v; // [anchor_len, num_kv_heads, head_dim]
   TensorView o;        // [num_tokens, num_q_heads, head_dim], written
   float* lse = nullptr;          // [num_tokens, num_q_heads] natural-log sum-exp of the logits, or null
@@ -58,12 +59,16 @@ struct AttentionParams {
 // contiguity, head counts divisible, head_dim in [1, kMaxHeadDim], finite non-zero scale, q_indptr monotone and
 // ending at num_tokens, kv_lens within table capacity, every used block id in [0, num_blocks), n_q <= kv_len
 // under causal, non-null buffers. `host_batch` holds host-readable copies of p.batch's arrays (for a CPU call,
-// p.batch itself). Never reads past the arrays' documented extents.
+// p.batch itself); its num_seqs and max_blocks_per_seq must equal p.batch's. Never reads past the arrays'
+// documented extents (block_table only in each row's used prefix, so unused slots may hold anything).
+// Codes: kOutOfRange for a block id outside the pool or a kv_len beyond the table's capacity; kInvalidArgument
+// for everything else. gamma and lse are not checked (they may be device pointers).
 Status ValidateAttention(const AttentionParams& p, const AttentionBatch& host_batch);
 
 // Reference implementation: fp32 accumulation, one pass of online softmax per query row, spread over
-// `num_threads` threads (0 = hardware concurrency). All tensors on the host. A row that sees no key at all
-// (no anchor, kv_len 0) gets o = 0 and lse = -inf.
+// `num_threads` threads (0 = hardware concurrency). All tensors on the host (CUDA tensors: kInvalidArgument,
+// checked before the batch arrays are read). A row that sees no key at all (no anchor, kv_len 0) gets o = 0 and
+// lse = -inf. Results do not depend on num_threads (bit for bit). Nothing is written when validation fails.
 Status AttentionCpu(const AttentionParams& p, int num_threads = 0);
 
 }  // namespace fp

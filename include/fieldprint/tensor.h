@@ -32,7 +32,8 @@ struct TensorView {
   size_t nbytes() const { return static_cast<size_t>(numel()) * DTypeSize(dtype); }
   // "[4, 32, 128] bf16 cuda"
   std::string ShapeString() const;
-  // Checks rank, exact dims (-1 = any) and dtype; the message names the tensor.
+  // Checks rank, exact dims (-1 = any), non-negative dims and non-null data; the message names the tensor.
+  // Dtype is the caller's to check (tensors of one call must usually agree with each other).
   Status Expect(const char* name, std::initializer_list<int64_t> dims) const;
 };
 

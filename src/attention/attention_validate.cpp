@@ -167,7 +167,7 @@ Status CheckBatch(const AttentionParams& p, const AttentionBatch& hb) {
     const int64_t kv_len = hb.kv_lens[s];
     const int64_t nq = int64_t{hb.q_indptr[s + 1]} - hb.q_indptr[s];
     if (kv_len < 0) return InvalidArgument("kv_lens[" + Str(s) + "] = " + Str(kv_len) + " must be >= 0");
-    const int64_t used = (kv_len + P - 1) / P;  // kv_len <= INT32_MAX, P >= 1: no overflow
+    const int64_t used = kv_len == 0 ? 0 : (kv_len - 1) / P + 1;  // ceil without overflow even for huge P
     if (used > M) {
       return OutOfRange("kv_lens[" + Str(s) + "] = " + Str(kv_len) + " needs " + Str(used) + " pages of " + Str(P) +
                         " but the block table holds max_blocks_per_seq = " + Str(M));

@@ -1,0 +1,178 @@
+// `fieldprint generate`: the engine end to end on the CPU (see generate_command.h).
+#include "generate_command.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "fieldprint/engine.h"
+#include "fieldprint/generation.h"
+#include "fieldprint/llama_weights.h"
+#include "fieldprint/tokenizer.h"
+
+namespace fp::cli {
+
+namespace {
+
+struct GenerateArgs {
+  std::string model;
+  std::string prompt;
+  std::string anchor;
+  std::string anchor_file;
+  bool anchor_set = false;
+  int32_t max_tokens = 128;
+  uint64_t seed = 0;
+  float temperature = 0.f;
+  int32_t top_k = 0;
+  float top_p = 1.f;
+  int threads = 0;
+  std::string device = "cpu";
+  std::string verify = "off";
+  int32_t commit_every = 0;
+  int64_t inject_fault = -1;
+  bool verified_only = false;
+  float gamma = 0.f;
+  std::string weights = "quantized";
+};
+
+// CLI11 prints nothing for a RuntimeError, so the reason goes to stderr first.
+[[noreturn]] void Fail(const Status& st) {
+  std::fprintf(stderr, "fieldprint generate: %s\n", st.ToString().c_str());
+  throw CLI::RuntimeError(1);
+}
+
+int Run(const GenerateArgs& a) {
+  using Clock = std::chrono::steady_clock;
+  if (a.device != "cpu") {
+    Fail(Unimplemented("--device " + a.device + ": only the CPU engine exists so far (use --device cpu)"));
+  }
+  auto mode = ParseVerifyMode(a.verify);
+  if (!mode.ok()) Fail(mode.status());
+  const std::string path = ResolveModelPath(a.model);
+  std::fprintf(stderr, "loading %s ... ", path.c_str());
+  std::fflush(stderr);
+  const auto t0 = Clock::now();
+  auto weights =
+      LlamaWeights::Load(path, a.weights == "f32" ? WeightStorage::kF32 : WeightStorage::kQuantized);
+  if (!weights.ok()) {
+    std::fprintf(stderr, "failed\n");
+    Fail(weights.status());
+  }
+  auto tok = Tokenizer::FromGguf(*weights->gguf());
+  if (!tok.ok()) Fail(tok.status());
+  // The anchor is the system message; the sequence is the user turn plus the assistant header. Special tokens
+  // split the ChatML text, so tokens(system + user) == tokens(system) ++ tokens(user).
+  std::string anchor_text = tok->chat_template().default_system;
+  if (!a.anchor_file.empty()) {
+    std::ifstream f(a.anchor_file, std::ios::binary);
+    if (!f) Fail(IoError("cannot read --anchor-file " + a.anchor_file));
+    std::stringstream ss;
+    ss << f.rdbuf();
+    anchor_text = ss.str();
+  } else if (a.anchor_set) {
+    anchor_text = a.anchor;
+  }
+  const std::vector<ChatMessage> sys{{"system", anchor_text}};
+  const std::vector<ChatMessage> conv{{"system", anchor_text}, {"user", a.prompt}};
+  const std::vector<int32_t> anchor_tokens = tok->EncodeChat(sys, false);
+  const std::vector<int32_t> all = tok->EncodeChat(conv, true);
+  if (all.size() <= anchor_tokens.size() ||
+      !std::equal(anchor_tokens.begin(), anchor_tokens.end(), all.begin())) {
+    Fail(Internal("the chat template's system part is not a token prefix of the conversation"));
+  }
+  const std::vector<int32_t> prompt(all.begin() + static_cast<std::ptrdiff_t>(anchor_tokens.size()),
+                                    all.end());
+
+  const ModelConfig config = weights->config();
+  EngineOptions eo;
+  eo.num_threads = a.threads;
+  eo.gamma = a.gamma;
+  // The pool holds this one sequence: prompt + generated tokens (the anchor lives outside it).
+  eo.kv_capacity =
+      std::min<int32_t>(config.context_length, static_cast<int32_t>(prompt.size()) + a.max_tokens + 64);
+  auto engine = LlamaEngine::Create(std::move(weights).value(), eo);
+  if (!engine.ok()) Fail(engine.status());
+  std::fprintf(stderr, "%s; %s weights, %d threads, linear kernel %s (%.2f s)\n", config.Summary().c_str(),
+               a.weights.c_str(), (*engine)->pool().size(), LinearKernelName(),
+               std::chrono::duration<double>(Clock::now() - t0).count());
+
+  const auto ta = Clock::now();
+  auto anchor = (*engine)->BuildAnchor(anchor_tokens);
+  if (!anchor.ok()) Fail(anchor.status());
+  const double anchor_s = std::chrono::duration<double>(Clock::now() - ta).count();
+  std::fprintf(stderr, "anchor: %zu tokens prefilled in %.3f s (%.1f tok/s), sealed; gamma %g\n",
+               anchor_tokens.size(), anchor_s, anchor_s > 0 ? anchor_tokens.size() / anchor_s : 0.0, a.gamma);
+
+  GenerationOptions go;
+  go.max_tokens = a.max_tokens;
+  go.sampler.temperature = a.temperature;
+  go.sampler.top_k = a.top_k;
+  go.sampler.top_p = a.top_p;
+  go.sampler.seed = a.seed;
+  go.verify = *mode;
+  go.commit_every = a.commit_every;
+  go.inject_fault_step = a.inject_fault;
+  go.verified_only = a.verified_only;
+  Generator gen(**engine, *tok, *anchor);
+  auto stats = gen.Generate(prompt, go, [](std::string_view s) {
+    std::fwrite(s.data(), 1, s.size(), stdout);
+    std::fflush(stdout);
+  });
+  std::fputc('\n', stdout);
+  std::fflush(stdout);
+  if (!stats.ok()) Fail(stats.status());
+  std::fprintf(stderr, "prefill: %d tokens in %.3f s (%.1f tok/s)\n", stats->prompt_tokens,
+               stats->prefill_seconds, stats->prefill_tok_s());
+  std::fprintf(stderr, "decode: %d tokens in %.3f s (%.1f tok/s), stop: %s\n", stats->generated_tokens,
+               stats->decode_seconds, stats->decode_tok_s(), stats->stop_reason.c_str());
+  if (*mode != VerifyMode::kOff) {
+    std::fprintf(stderr,
+                 "verify %s: watermark %d of %d KV positions, faults injected %d, rollbacks %d, "
+                 "recomputed %d tokens\n",
+                 a.verify.c_str(), stats->verified_watermark, stats->kv_length, stats->faults_injected,
+                 stats->rollbacks, stats->recomputed_tokens);
+  }
+  return 0;
+}
+
+}  // namespace
+
+void RegisterGenerateCommand(CLI::App& app) {
+  auto args = std::make_shared<GenerateArgs>();
+  CLI::App* cmd =
+      app.add_subcommand("generate", "generate text with a GGUF Llama model (anchor = system prompt)");
+  cmd->add_option("--model", args->model,
+                  "GGUF file (default: $FIELDPRINT_MODEL, $FIELDPRINT_CACHE or ~/.cache/fieldprint)");
+  cmd->add_option("--prompt", args->prompt, "the user message")->required();
+  auto* anchor =
+      cmd->add_option("--anchor", args->anchor, "anchor text (default: the model's system prompt)");
+  cmd->add_option("--anchor-file", args->anchor_file, "read the anchor text from a file")->excludes(anchor);
+  cmd->add_option("--max-tokens", args->max_tokens, "tokens to generate at most")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--seed", args->seed, "sampling seed");
+  cmd->add_option("--temperature", args->temperature, "0 = greedy")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--top-k", args->top_k, "0 = off")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--top-p", args->top_p, "1 = off")->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--threads", args->threads, "CPU threads (0 = all cores)");
+  cmd->add_option("--device", args->device, "cpu | cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  cmd->add_option("--verify", args->verify, "off | sync-full | sync | async")
+      ->check(CLI::IsMember({"off", "sync-full", "sync", "async"}));
+  cmd->add_option("--commit-every", args->commit_every, "also commit every N tokens (0 = full pages only)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--inject-fault", args->inject_fault, "flip one committed KV bit before this decode step");
+  cmd->add_flag("--verified-only", args->verified_only, "print text only once verified");
+  cmd->add_option("--gamma", args->gamma, "log-bias added to anchor attention logits (all heads)");
+  cmd->add_option("--weights", args->weights, "quantized (mmap, integer dot) | f32 (widened at load)")
+      ->check(CLI::IsMember({"quantized", "f32"}));
+  cmd->callback([args, anchor] {
+    args->anchor_set = anchor->count() > 0;
+    Run(*args);
+  });
+}
+
+}  // namespace fp::cli

@@ -1,0 +1,80 @@
+// fieldprint/generation.h — the generation loop: prompt prefill, sampling, streaming, and the verified
+// watermark with rollback.
+//
+// One sequence attends to a shared sealed anchor. Every forward step (the prompt's prefill, then one token
+// per decode step) is reported to the Verifier when verification is on:
+//   off        no hashing
+//   sync-full  after every step, re-hash ALL committed pages of the sequence and compare (the naive scheme)
+//   sync       after every step, wait for the incremental commit hashing (Drain)
+//   async      hashing runs on the verifier's worker; decode never waits for it
+// On a corruption event the verifier rolls the cache back to the last commit that re-verifies; the loop
+// re-prefills the token log from there (the tokens already produced are kept: the KV is recomputed, not the
+// text) and carries on. With verified_only, text is released only once the verified watermark covers the
+// KV it was sampled from; otherwise it streams at once and unverified tokens are only counted.
+// defines: VerifyMode, ParseVerifyMode, VerifyModeName, GenerationOptions, GenerationStats, Generator
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fieldprint/engine.h"
+#include "fieldprint/sampler.h"
+#include "fieldprint/status.h"
+#include "fieldprint/tokenizer.h"
+
+namespace fp {
+
+enum class VerifyMode : uint8_t { kOff, kSyncFull, kSync, kAsync };
+Result<VerifyMode> ParseVerifyMode(std::string_view s);  // "off", "sync-full", "sync", "async"
+const char* VerifyModeName(VerifyMode m);
+
+struct GenerationOptions {
+  int32_t max_tokens = 128;
+  SamplerConfig sampler;
+  VerifyMode verify = VerifyMode::kOff;
+  int32_t commit_every = 0;               // commit every N tokens besides full pages (0 = pages only)
+  int64_t inject_fault_step = -1;         // flip one committed KV bit before this decode step (-1 = never)
+  bool verified_only = false;             // hold text until the watermark covers it
+  size_t audit_bytes_per_step = 1 << 20;  // re-hash budget that finds injected faults
+  bool stop_at_end_of_turn = true;        // stop on eos / <|im_end|>
+};
+
+struct GenerationStats {
+  int32_t prompt_tokens = 0;
+  int32_t generated_tokens = 0;
+  double prefill_seconds = 0.0;
+  double decode_seconds = 0.0;  // wall time of the decode loop (sampling and verification included)
+  int32_t rollbacks = 0;
+  int32_t recomputed_tokens = 0;  // tokens re-prefilled after rollbacks
+  int32_t faults_injected = 0;
+  int32_t verified_watermark = 0;  // sequence positions covered by verified commits at the end
+  int32_t kv_length = 0;           // sequence positions in the KV at the end (the last token is not fed)
+  std::string stop_reason;         // "end-of-turn", "max-tokens"
+  std::vector<int32_t> tokens;     // the generated token ids
+  double prefill_tok_s() const { return prefill_seconds > 0 ? prompt_tokens / prefill_seconds : 0.0; }
+  double decode_tok_s() const { return decode_seconds > 0 ? generated_tokens / decode_seconds : 0.0; }
+};
+
+class Generator {
+ public:
+  // engine and tokenizer must outlive the generator; anchor may be null.
+  Generator(LlamaEngine& engine, const Tokenizer& tokenizer, std::shared_ptr<AnchorSegment> anchor)
+      : engine_(engine), tok_(tokenizer), anchor_(std::move(anchor)) {}
+
+  // Generates after `prompt` (token ids of the sequence part: the anchor is not repeated). on_text receives
+  // complete UTF-8 pieces as they are released. The sequence is freed at the end.
+  Result<GenerationStats> Generate(std::span<const int32_t> prompt, const GenerationOptions& options,
+                                   const std::function<void(std::string_view)>& on_text);
+
+ private:
+  LlamaEngine& engine_;
+  const Tokenizer& tok_;
+  std::shared_ptr<AnchorSegment> anchor_;
+};
+
+}  // namespace fp

@@ -1,0 +1,483 @@
+// engine/cuda_engine.cu — CudaLlama: host orchestration of the CUDA forward (design in cuda_engine.h).
+//
+// A step (prefill chunk or batched decode) is: Reserve slots in the KvCache (copy-on-write copies on our stream),
+// upload the step's small host arrays (tokens, positions, slot rows, batch metadata) into fixed device buffers,
+// then enqueue the per-layer work (EnqueueLayers: no uploads, no host waits, so cuda_engine_decode.cu can capture
+// it into a CUDA graph). Device buffers are sized once for max(max_batch, max_chunk) tokens so no step allocates,
+// except an eager decode step's attention plan. GEMMs take bf16 operands with fp32 compute and output: the GEMV
+// kernel (cuda_gemv.cu) for n <= gemv_max_batch tokens, else cuBLAS with CUBLAS_GEMM_DEFAULT on a fixed shape,
+// which cuBLAS runs deterministically on one GPU model.
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <string>
+
+#include "engine/cuda_engine_impl.h"
+#include "engine/cuda_engine_kernels.h"
+
+namespace fp {
+
+namespace ce = cuda_engine;
+
+namespace {
+
+template <typename T>
+Result<T*> Alloc(std::vector<DeviceBuffer>* owned, size_t count) {
+  auto b = DeviceBuffer::Allocate(std::max<size_t>(count, 1) * sizeof(T));
+  if (!b.ok()) return b.status();
+  owned->push_back(std::move(b.value()));
+  return static_cast<T*>(owned->back().get());
+}
+
+constexpr size_t kBlasWorkspace = size_t{32} << 20;
+
+}  // namespace
+
+CudaLlama::Impl::~Impl() {
+  if (stream != nullptr) cudaStreamSynchronize(stream);
+  for (auto& [b, g] : graphs) {
+    if (g.exec != nullptr) cudaGraphExecDestroy(g.exec);
+  }
+  graphs.clear();
+  plan.reset();
+  if (blas != nullptr) cublasDestroy(blas);
+  if (stream != nullptr) cudaStreamDestroy(stream);
+}
+
+Status CudaLlama::Impl::Init(const ModelConfig& config, const CudaEngineOptions& options) {
+  const CudaEngineOptions& o_ = options;
+  FP_RETURN_IF_ERROR(config.Validate());
+  if (o_.page_size <= 0 || o_.kv_capacity <= 0 || o_.max_chunk <= 0 || o_.max_batch <= 0) {
+    return InvalidArgument("cuda engine: page_size, kv_capacity, max_chunk and max_batch must be positive");
+  }
+  if (!std::isfinite(o_.gamma)) return InvalidArgument("cuda engine: gamma must be finite");
+  if (o_.split_tokens != 0 && o_.split_tokens != -1 && o_.split_tokens < 64) {
+    return InvalidArgument("cuda engine: split_tokens must be -1 (per step), 0 (kernel default) or >= 64");
+  }
+  if (o_.gemv_max_batch < 0) return InvalidArgument("cuda engine: gemv_max_batch must be >= 0");
+  if (config.head_dim != 64 && config.head_dim != 128) {
+    return Unimplemented("cuda engine: head_dim " + std::to_string(config.head_dim) + " (attention kernels: 64, 128)");
+  }
+  c = config;
+  opt = o_;
+  FP_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  FP_RETURN_IF_ERROR(CublasStatus(cublasCreate(&blas), "create"));
+  FP_RETURN_IF_ERROR(CublasStatus(cublasSetStream(blas, stream), "set stream"));
+  {
+    int dev = 0;
+    FP_CUDA_RETURN_IF_ERROR(cudaGetDevice(&dev));
+    FP_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, dev));
+  }
+  {  // an explicit workspace: GEMMs captured into a CUDA graph must not allocate
+    auto ws = DeviceBuffer::Allocate(kBlasWorkspace);
+    if (!ws.ok()) return ws.status();
+    owned.push_back(std::move(ws.value()));
+    blas_ws = owned.back().get();
+    FP_RETURN_IF_ERROR(CublasStatus(cublasSetWorkspace(blas, blas_ws, kBlasWorkspace), "set workspace"));
+  }
+
+  KvLayout layout;
+  layout.num_layers = c.n_layers;
+  layout.page_size = o_.page_size;
+  layout.num_blocks = static_cast<int32_t>((int64_t{o_.kv_capacity} + o_.page_size - 1) / o_.page_size);
+  layout.num_kv_heads = c.n_kv_heads;
+  layout.head_dim = c.head_dim;
+  layout.dtype = DType::kBF16;
+  auto kv = KvCache::Create(layout, Device::kCuda);
+  if (!kv.ok()) return kv.status();
+  cache = std::make_unique<KvCache>(std::move(kv).value());
+
+  T = std::max(o_.max_batch, o_.max_chunk);
+  const auto t = static_cast<size_t>(T);
+  const auto d = static_cast<size_t>(c.d_model), qd = static_cast<size_t>(c.q_dim()),
+             kvd = static_cast<size_t>(c.kv_dim()), ff = static_cast<size_t>(c.d_ff),
+             vocab = static_cast<size_t>(c.vocab_size);
+#define FP_ALLOC(ptr, type, count)                 \
+  do {                                             \
+    auto r_ = Alloc<type>(&owned, (count));        \
+    if (!r_.ok()) return r_.status();              \
+    ptr = r_.value();                              \
+  } while (0)
+  FP_ALLOC(x, float, t * d);
+  FP_ALLOC(xn, bf16, t * std::max(d, qd));
+  FP_ALLOC(qkv, float, t * (qd + 2 * kvd));
+  FP_ALLOC(q, bf16, t * qd);
+  FP_ALLOC(o, bf16, t * qd);
+  FP_ALLOC(gu, float, t * 2 * ff);
+  FP_ALLOC(h, bf16, t * ff);
+  FP_ALLOC(logits, float, t * vocab);
+  FP_ALLOC(kcap, bf16, t * kvd);
+  FP_ALLOC(vcap, bf16, t * kvd);
+  FP_ALLOC(tokens, int32_t, t);
+  FP_ALLOC(positions, int32_t, t);
+  FP_ALLOC(slot_rows, int64_t, t);
+  FP_ALLOC(next, int32_t, t);
+  FP_ALLOC(inv_freq, double, static_cast<size_t>(c.head_dim / 2));
+  FP_ALLOC(gamma, float, static_cast<size_t>(c.n_heads));
+  FP_ALLOC(meta, int32_t, 2 * t + 1 + t * static_cast<size_t>(layout.num_blocks));
+  std::vector<double> inv(static_cast<size_t>(c.head_dim / 2));
+  for (size_t i = 0; i < inv.size(); ++i) {
+    inv[i] = std::pow(static_cast<double>(c.rope_base), -2.0 * static_cast<double>(i) / c.head_dim);
+  }
+  FP_CUDA_RETURN_IF_ERROR(cudaMemcpy(inv_freq, inv.data(), inv.size() * sizeof(double), cudaMemcpyHostToDevice));
+  std::vector<float> g(static_cast<size_t>(c.n_heads), o_.gamma);
+  gamma_nonzero = o_.gamma != 0.f;
+  FP_CUDA_RETURN_IF_ERROR(cudaMemcpy(gamma, g.data(), g.size() * sizeof(float), cudaMemcpyHostToDevice));
+  return AllocWeights();
+}
+
+Status CudaLlama::Impl::AllocWeights() {
+  const auto d = static_cast<size_t>(c.d_model), qd = static_cast<size_t>(c.q_dim()),
+             kvd = static_cast<size_t>(c.kv_dim()), ff = static_cast<size_t>(c.d_ff),
+             vocab = static_cast<size_t>(c.vocab_size);
+  layers.resize(static_cast<size_t>(c.n_layers));
+  for (LayerDev& L : layers) {
+    FP_ALLOC(L.attn_norm, float, d);
+    FP_ALLOC(L.ffn_norm, float, d);
+    FP_ALLOC(L.wqkv, bf16, (qd + 2 * kvd) * d);
+    FP_ALLOC(L.wo, bf16, d * qd);
+    FP_ALLOC(L.wgu, bf16, 2 * ff * d);
+    FP_ALLOC(L.wdown, bf16, d * ff);
+  }
+  FP_ALLOC(embd, bf16, vocab * d);
+  if (c.tied_embeddings) {
+    out_w = embd;
+  } else {
+    FP_ALLOC(out_w, bf16, vocab * d);
+  }
+  FP_ALLOC(out_norm, float, d);
+#undef FP_ALLOC
+  weight_bytes = 2 * (static_cast<size_t>(c.n_layers) * ((qd + 2 * kvd) * d + d * qd + 3 * ff * d) + vocab * d);
+  return Status::Ok();
+}
+
+// y[n, out] = x[n, in] · W[out, in]^T + beta * y.  Column-major view: y^T = op_T(W^T) · x^T.
+Status CudaLlama::Impl::Gemm(const bf16* w, int out, int in, const bf16* xin, int n, float* y, float beta) {
+  if (n <= opt.gemv_max_batch && ce::GemvSupported(out, in, w, xin, n)) {
+    return ce::LaunchGemvBf16(w, out, in, xin, n, y, beta, stream);
+  }
+  const float alpha = 1.f;
+  return CublasStatus(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, out, n, in, &alpha, w, CUDA_R_16BF, in, xin,
+                                   CUDA_R_16BF, in, &beta, y, CUDA_R_32F, out, CUBLAS_COMPUTE_32F,
+                                   CUBLAS_GEMM_DEFAULT),
+                      "gemm");
+}
+
+Status CudaLlama::Impl::Upload(std::span<const Reservation> res, std::span<const int32_t> toks, const KvBatch& batch,
+                               const int32_t* table, int32_t stride) {
+  const int32_t a = batch.anchor ? batch.anchor->length() : 0;
+  std::vector<int32_t> pos(toks.size());
+  std::vector<int64_t> rows(toks.size());
+  size_t k = 0;
+  for (const Reservation& r : res) {
+    for (size_t i = 0; i < r.slots.size(); ++i, ++k) {
+      if (k >= toks.size()) return Internal("cuda engine: reservations exceed the step's tokens");
+      pos[k] = a + r.start + static_cast<int32_t>(i);
+      rows[k] = int64_t{r.slots[i].block} * opt.page_size + r.slots[i].offset;
+    }
+  }
+  if (k != toks.size()) return Internal("cuda engine: reservations do not cover the step's tokens");
+  const int32_t ns = batch.num_seqs();
+  const size_t cells = static_cast<size_t>(ns) * static_cast<size_t>(stride);
+  if (ns > T || toks.size() > static_cast<size_t>(T) ||
+      cells > static_cast<size_t>(T) * static_cast<size_t>(cache->layout().num_blocks)) {
+    return Internal("cuda engine: batch metadata exceeds the device buffers");
+  }
+  // Pageable sources: cudaMemcpyAsync stages them before returning, so the vectors may die right after.
+  auto up = [&](void* dst, const void* src, size_t bytes) {
+    return cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream);
+  };
+  FP_CUDA_RETURN_IF_ERROR(up(tokens, toks.data(), toks.size() * 4));
+  FP_CUDA_RETURN_IF_ERROR(up(positions, pos.data(), pos.size() * 4));
+  FP_CUDA_RETURN_IF_ERROR(up(slot_rows, rows.data(), rows.size() * 8));
+  FP_CUDA_RETURN_IF_ERROR(up(d_indptr(), batch.q_indptr.data(), batch.q_indptr.size() * 4));
+  FP_CUDA_RETURN_IF_ERROR(up(d_lens(), batch.kv_lens.data(), batch.kv_lens.size() * 4));
+  FP_CUDA_RETURN_IF_ERROR(up(d_table(), table, cells * 4));
+  return Status::Ok();
+}
+
+AttentionParams CudaLlama::Impl::Params(int n, int32_t ns, int32_t stride) const {
+  const int hd = c.head_dim;
+  AttentionParams p;
+  p.q = MakeContiguous(q, DType::kBF16, {n, c.n_heads, hd}, Device::kCuda);
+  p.o = MakeContiguous(o, DType::kBF16, {n, c.n_heads, hd}, Device::kCuda);
+  p.scale = 1.f / std::sqrt(static_cast<float>(hd));
+  p.causal = true;
+  p.gamma = gamma_nonzero ? gamma : nullptr;
+  p.batch = AttentionBatch{ns, d_indptr(), d_lens(), d_table(), stride};
+  return p;
+}
+
+Status CudaLlama::Impl::EnqueueLayers(int n, const KvBatch& batch, AttentionParams p, const AttentionBatch& host_batch,
+                                      const AttentionDecodePlan* dplan, std::span<const Reservation> res,
+                                      AnchorSegment* capture) {
+  const int d = c.d_model, qd = c.q_dim(), kvd = c.kv_dim(), ff = c.d_ff, hd = c.head_dim;
+  FP_RETURN_IF_ERROR(ce::LaunchEmbed(tokens, n, embd, d, x, stream));
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerDev& L = layers[static_cast<size_t>(l)];
+    FP_RETURN_IF_ERROR(ce::LaunchRmsNorm(x, L.attn_norm, n, d, c.rms_eps, xn, stream));
+    FP_RETURN_IF_ERROR(Gemm(L.wqkv, qd + 2 * kvd, d, xn, n, qkv, 0.f));
+    auto kp = cache->storage().LayerK(l);
+    auto vp = cache->storage().LayerV(l);
+    if (!kp.ok()) return kp.status();
+    if (!vp.ok()) return vp.status();
+    ce::RopeWriteArgs ra{qkv, positions, inv_freq, slot_rows, q, static_cast<bf16*>(kp->data),
+                         static_cast<bf16*>(vp->data), capture ? kcap : nullptr, capture ? vcap : nullptr,
+                         n, c.n_heads, c.n_kv_heads, hd};
+    FP_RETURN_IF_ERROR(ce::LaunchRopeWriteKv(ra, stream));
+    if (capture != nullptr) {
+      const TensorView kv = MakeContiguous(kcap, DType::kBF16, {n, c.n_kv_heads, hd}, Device::kCuda);
+      const TensorView vv = MakeContiguous(vcap, DType::kBF16, {n, c.n_kv_heads, hd}, Device::kCuda);
+      FP_RETURN_IF_ERROR(capture->Write(l, res[0].start, kv, vv, stream));
+    }
+    FP_RETURN_IF_ERROR(cache->BindLayer(l, batch, &p));
+    if (dplan != nullptr) {
+      FP_RETURN_IF_ERROR(dplan->Run(p, stream));
+    } else {
+      FP_RETURN_IF_ERROR(AttentionPrefillCuda(p, host_batch, stream));
+    }
+    FP_RETURN_IF_ERROR(Gemm(L.wo, d, qd, o, n, x, 1.f));  // residual add fused (beta = 1)
+    FP_RETURN_IF_ERROR(ce::LaunchRmsNorm(x, L.ffn_norm, n, d, c.rms_eps, xn, stream));
+    FP_RETURN_IF_ERROR(Gemm(L.wgu, 2 * ff, d, xn, n, gu, 0.f));
+    FP_RETURN_IF_ERROR(ce::LaunchSwiGlu(gu, n, ff, h, stream));
+    FP_RETURN_IF_ERROR(Gemm(L.wdown, d, ff, h, n, x, 1.f));
+  }
+  return Status::Ok();
+}
+
+Status CudaLlama::Impl::Step(std::span<const Reservation> res, std::span<const int32_t> toks, const KvBatch& batch,
+                             bool decode, AnchorSegment* capture) {
+  const int n = static_cast<int>(toks.size());
+  FP_RETURN_IF_ERROR(Upload(res, toks, batch, batch.block_table.data(), batch.max_blocks_per_seq));
+  AttentionParams p = Params(n, batch.num_seqs(), batch.max_blocks_per_seq);
+  const AttentionBatch host_batch = batch.view();
+  if (decode) {
+    FP_RETURN_IF_ERROR(cache->BindLayer(0, batch, &p));
+    plan.reset();  // frees the previous step's workspace (cudaFree waits for its last use)
+    DecodeOptions dopt;
+    dopt.split_tokens = DecodeSplit(batch);
+    auto pl = AttentionDecodePlan::Create(p, host_batch, dopt, stream);
+    if (!pl.ok()) return pl.status();
+    plan.emplace(std::move(pl).value());
+  }
+  return EnqueueLayers(n, batch, p, host_batch, decode ? &*plan : nullptr, res, capture);
+}
+
+int32_t CudaLlama::Impl::DecodeSplit(const KvBatch& batch) const {
+  if (opt.split_tokens >= 0) return opt.split_tokens;
+  const int32_t def = DefaultDecodeConfig(c.head_dim, c.n_heads / c.n_kv_heads).split_tokens;
+  int64_t tokens = 0;
+  for (int32_t l : batch.kv_lens) tokens = std::max<int64_t>(tokens, l);
+  // CTAs at split S ~ B * Hkv * max_len / S: aim at 2 per SM.
+  const int64_t want = tokens * batch.num_seqs() * c.n_kv_heads / (2 * int64_t{num_sms}) + 1;
+  int32_t s = 256;
+  while (s < def && s < want) s *= 2;
+  return std::min(s, def);
+}
+
+Status CudaLlama::Impl::Logits(int64_t row0, int32_t m) {
+  if (m <= 0) return Status::Ok();
+  FP_RETURN_IF_ERROR(ce::LaunchRmsNorm(x + row0 * c.d_model, out_norm, m, c.d_model, c.rms_eps, xn, stream));
+  return Gemm(out_w, c.vocab_size, c.d_model, xn, m, logits, 0.f);
+}
+
+Status CudaLlama::Impl::ForwardChunk(SeqId seq, std::span<const int32_t> toks, int32_t logits_from,
+                                     float* host_logits, AnchorSegment* capture) {
+  const auto n = static_cast<int32_t>(toks.size());
+  if (n == 0) return Status::Ok();
+  auto res = cache->Reserve(seq, n, stream);
+  if (!res.ok()) return res.status();
+  const int32_t start = res->start;
+  auto fail = [&](Status st) {
+    (void)cudaStreamSynchronize(stream);  // nothing in flight may still write the rows we give back
+    (void)cache->meta().Truncate(seq, start);
+    return st;
+  };
+  const std::array<SeqId, 1> seqs{seq};
+  const std::array<int32_t, 1> qlens{n};
+  auto batch = cache->meta().BuildBatch(seqs, qlens);
+  if (!batch.ok()) return fail(batch.status());
+  if (Status st = Step(std::span<const Reservation>(&res.value(), 1), toks, *batch, false, capture); !st.ok()) {
+    return fail(st);
+  }
+  if (host_logits != nullptr && logits_from < n) {
+    const int32_t m = n - logits_from;
+    if (Status st = Logits(logits_from, m); !st.ok()) return fail(st);
+    const size_t bytes = static_cast<size_t>(m) * static_cast<size_t>(c.vocab_size) * sizeof(float);
+    if (cudaError_t e = cudaMemcpyAsync(host_logits, logits, bytes, cudaMemcpyDeviceToHost, stream); e != cudaSuccess) {
+      return fail(CudaStatus(e, "logits to host", __FILE__, __LINE__));
+    }
+  }
+  if (cudaError_t e = cudaStreamSynchronize(stream); e != cudaSuccess) {
+    return fail(CudaStatus(e, "forward", __FILE__, __LINE__));
+  }
+  return Status::Ok();
+}
+
+// ---- public API ----------------------------------------------------------------------------------------------
+
+CudaLlama::CudaLlama(std::unique_ptr<Impl> impl, PrivateTag) : impl_(std::move(impl)) {}
+CudaLlama::~CudaLlama() = default;
+const ModelConfig& CudaLlama::config() const { return impl_->c; }
+const CudaEngineOptions& CudaLlama::options() const { return impl_->opt; }
+KvCache& CudaLlama::cache() { return *impl_->cache; }
+CUstream_st* CudaLlama::stream() const { return impl_->stream; }
+size_t CudaLlama::weight_bytes() const { return impl_->weight_bytes; }
+const float* CudaLlama::device_logits() const { return impl_->logits; }
+
+Result<std::unique_ptr<CudaLlama>> CudaLlama::FromWeights(const LlamaWeights& w, const CudaEngineOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  FP_RETURN_IF_ERROR(impl->Init(w.config(), options));
+  Impl& m = *impl;
+  // Matrix -> f32 rows on the host -> bf16 (round to nearest even) -> device, at dst + row0 * cols.
+  std::vector<float> row;
+  std::vector<Bf16> host;
+  auto upload = [&](const WeightMatrix& mat, bf16* dst, int64_t row0, const char* name) -> Status {
+    FP_RETURN_IF_ERROR(mat.Validate(name));
+    row.resize(static_cast<size_t>(mat.cols));
+    host.resize(static_cast<size_t>(mat.rows * mat.cols));
+    for (int64_t r = 0; r < mat.rows; ++r) {
+      FP_RETURN_IF_ERROR(DequantizeRow(mat, r, row.data()));
+      for (int64_t i = 0; i < mat.cols; ++i) {
+        host[static_cast<size_t>(r * mat.cols + i)] = FloatToBf16(row[static_cast<size_t>(i)]);
+      }
+    }
+    FP_CUDA_RETURN_IF_ERROR(cudaMemcpy(dst + row0 * mat.cols, host.data(), host.size() * 2, cudaMemcpyHostToDevice));
+    return Status::Ok();
+  };
+  auto vec = [](const std::vector<float>& v, float* dst) {
+    return cudaMemcpy(dst, v.data(), v.size() * sizeof(float), cudaMemcpyHostToDevice);
+  };
+  const ModelConfig& c = m.c;
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerWeights& L = w.layer(l);
+    LayerDev& D = m.layers[static_cast<size_t>(l)];
+    if (L.attn_norm.size() != static_cast<size_t>(c.d_model) || L.ffn_norm.size() != static_cast<size_t>(c.d_model)) {
+      return InvalidArgument("cuda engine: norm weights of layer " + std::to_string(l) + " have the wrong size");
+    }
+    FP_CUDA_RETURN_IF_ERROR(vec(L.attn_norm, D.attn_norm));
+    FP_CUDA_RETURN_IF_ERROR(vec(L.ffn_norm, D.ffn_norm));
+    FP_RETURN_IF_ERROR(upload(L.wq, D.wqkv, 0, "wq"));
+    FP_RETURN_IF_ERROR(upload(L.wk, D.wqkv, c.q_dim(), "wk"));
+    FP_RETURN_IF_ERROR(upload(L.wv, D.wqkv, c.q_dim() + c.kv_dim(), "wv"));
+    FP_RETURN_IF_ERROR(upload(L.wo, D.wo, 0, "wo"));
+    FP_RETURN_IF_ERROR(upload(L.w_gate, D.wgu, 0, "w_gate"));
+    FP_RETURN_IF_ERROR(upload(L.w_up, D.wgu, c.d_ff, "w_up"));
+    FP_RETURN_IF_ERROR(upload(L.w_down, D.wdown, 0, "w_down"));
+  }
+  FP_RETURN_IF_ERROR(upload(w.token_embd(), m.embd, 0, "token_embd"));
+  if (!c.tied_embeddings) FP_RETURN_IF_ERROR(upload(w.output(), m.out_w, 0, "output"));
+  if (w.output_norm().size() != static_cast<size_t>(c.d_model)) {
+    return InvalidArgument("cuda engine: output norm has the wrong size");
+  }
+  FP_CUDA_RETURN_IF_ERROR(vec(w.output_norm(), m.out_norm));
+  return std::make_unique<CudaLlama>(std::move(impl), PrivateTag());
+}
+
+Result<std::unique_ptr<CudaLlama>> CudaLlama::Random(const ModelConfig& config, uint64_t seed,
+                                                     const CudaEngineOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  FP_RETURN_IF_ERROR(impl->Init(config, options));
+  Impl& m = *impl;
+  const ModelConfig& c = m.c;
+  const auto d = static_cast<size_t>(c.d_model), qd = static_cast<size_t>(c.q_dim()),
+             kvd = static_cast<size_t>(c.kv_dim()), ff = static_cast<size_t>(c.d_ff);
+  uint64_t stream_id = 0;
+  // Uniform(-a, a), a = gain * sqrt(3 / cols): unit-variance inputs give unit-variance outputs.
+  auto fill = [&](bf16* dst, size_t rows, size_t cols, float gain) {
+    const float a = gain * std::sqrt(3.f / static_cast<float>(cols));
+    return ce::LaunchRandomBf16(dst, rows * cols, seed * 0x100000001b3ull + (++stream_id) * 0x9e3779b97f4a7c15ull, a,
+                                m.stream);
+  };
+  for (LayerDev& L : m.layers) {
+    FP_RETURN_IF_ERROR(ce::LaunchFillF32(L.attn_norm, d, 1.f, m.stream));
+    FP_RETURN_IF_ERROR(ce::LaunchFillF32(L.ffn_norm, d, 1.f, m.stream));
+    FP_RETURN_IF_ERROR(fill(L.wqkv, qd + 2 * kvd, d, 1.f));
+    FP_RETURN_IF_ERROR(fill(L.wo, d, qd, 0.5f));
+    FP_RETURN_IF_ERROR(fill(L.wgu, 2 * ff, d, 1.f));
+    FP_RETURN_IF_ERROR(fill(L.wdown, d, ff, 0.5f));
+  }
+  FP_RETURN_IF_ERROR(fill(m.embd, static_cast<size_t>(c.vocab_size), d, std::sqrt(static_cast<float>(d))));
+  if (!c.tied_embeddings) FP_RETURN_IF_ERROR(fill(m.out_w, static_cast<size_t>(c.vocab_size), d, 1.f));
+  FP_RETURN_IF_ERROR(ce::LaunchFillF32(m.out_norm, d, 1.f, m.stream));
+  FP_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(m.stream));
+  return std::make_unique<CudaLlama>(std::move(impl), PrivateTag());
+}
+
+Result<SeqId> CudaLlama::NewSequence(const std::shared_ptr<AnchorSegment>& anchor) {
+  const SeqId s = impl_->cache->meta().CreateSequence();
+  if (anchor != nullptr && anchor->length() > 0) {
+    if (Status st = impl_->cache->AttachAnchor(s, anchor); !st.ok()) {
+      (void)impl_->cache->meta().FreeSequence(s);
+      return st;
+    }
+  }
+  return s;
+}
+
+Status CudaLlama::FreeSequence(SeqId seq) { return impl_->cache->meta().FreeSequence(seq); }
+Status CudaLlama::Truncate(SeqId seq, int32_t new_len) { return impl_->cache->meta().Truncate(seq, new_len); }
+Result<int32_t> CudaLlama::Length(SeqId seq) const { return impl_->cache->meta().Length(seq); }
+
+Result<std::shared_ptr<AnchorSegment>> CudaLlama::BuildAnchor(std::span<const int32_t> tokens) {
+  Impl& m = *impl_;
+  const ModelConfig& c = m.c;
+  if (tokens.size() > static_cast<size_t>(c.context_length)) {
+    return OutOfRange("anchor of " + std::to_string(tokens.size()) + " tokens exceeds the context length");
+  }
+  FP_RETURN_IF_ERROR(m.CheckTokens(tokens));
+  const auto len = static_cast<int32_t>(tokens.size());
+  auto anchor = AnchorSegment::Create(c.n_layers, len, c.n_kv_heads, c.head_dim, DType::kBF16, Device::kCuda);
+  if (!anchor.ok()) return anchor.status();
+  if (len > 0) {
+    // The anchor's own prefill: an anchor-less temporary sequence at positions 0 .. A-1, K/V captured.
+    const SeqId tmp = m.cache->meta().CreateSequence();
+    Status st;
+    for (int32_t c0 = 0; c0 < len && st.ok(); c0 += m.opt.max_chunk) {
+      const int32_t n = std::min(m.opt.max_chunk, len - c0);
+      (void)(st = m.ForwardChunk(tmp, tokens.subspan(static_cast<size_t>(c0), static_cast<size_t>(n)), n, nullptr,
+                          anchor->get()));
+    }
+    FP_RETURN_IF_ERROR(m.cache->meta().FreeSequence(tmp));
+    FP_RETURN_IF_ERROR(st);
+  }
+  (*anchor)->Seal();
+  return anchor;
+}
+
+Status CudaLlama::Forward(SeqId seq, std::span<const int32_t> tokens, int32_t n_logits, std::vector<float>* logits) {
+  Impl& m = *impl_;
+  const ModelConfig& c = m.c;
+  const auto n = static_cast<int64_t>(tokens.size());
+  if (n_logits < 0 || n_logits > n) {
+    return InvalidArgument("n_logits " + std::to_string(n_logits) + " outside [0, " + std::to_string(n) + "]");
+  }
+  if (n_logits > 0 && logits == nullptr) return InvalidArgument("forward: null logits");
+  auto len = m.cache->meta().Length(seq);
+  if (!len.ok()) return len.status();
+  auto anchor = m.cache->meta().Anchor(seq);
+  if (!anchor.ok()) return anchor.status();
+  const int32_t a = *anchor ? (*anchor)->length() : 0;
+  if (a + *len + n > c.context_length) {
+    return OutOfRange("sequence would reach " + std::to_string(a + *len + n) + " positions, context length is " +
+                      std::to_string(c.context_length));
+  }
+  FP_RETURN_IF_ERROR(m.CheckTokens(tokens));
+  if (logits != nullptr) logits->assign(static_cast<size_t>(n_logits) * static_cast<size_t>(c.vocab_size), 0.f);
+  const int64_t first_logit = n - n_logits;
+  const int32_t old_len = *len;
+  for (int64_t c0 = 0; c0 < n; c0 += m.opt.max_chunk) {
+    const int64_t k = std::min<int64_t>(m.opt.max_chunk, n - c0);
+    const int64_t lf = std::max<int64_t>(0, first_logit - c0);
+    float* out = lf < k ? logits->data() + (c0 + lf - first_logit) * c.vocab_size : nullptr;
+    Status st = m.ForwardChunk(seq, tokens.subspan(static_cast<size_t>(c0), static_cast<size_t>(k)),
+                               static_cast<int32_t>(lf), out, nullptr);
+    if (!st.ok()) {
+      (void)m.cache->meta().Truncate(seq, old_len);  // earlier chunks of this call are undone too
+      return st;
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace fp

@@ -1,0 +1,133 @@
+// engine/cuda_engine_impl.h — CudaLlama::Impl, shared by cuda_engine.cu (setup, weights, prefill, eager
+// steps) and cuda_engine_decode.cu (the decode step: eager or a CUDA graph per batch size). Internal to
+// src/engine. defines: CublasStatus, LayerDev, CudaLlama::Impl
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/cuda_check.h"
+#include "fieldprint/attention_cuda.h"
+#include "fieldprint/cuda_engine.h"
+
+namespace fp {
+
+using bf16 = __nv_bfloat16;
+
+inline Status CublasStatus(cublasStatus_t s, const char* what) {
+  if (s == CUBLAS_STATUS_SUCCESS) return Status::Ok();
+  return Internal(std::string("cuda engine: cuBLAS ") + what + " failed: " + cublasGetStatusName(s));
+}
+
+struct LayerDev {
+  float* attn_norm = nullptr;  // [d]
+  float* ffn_norm = nullptr;   // [d]
+  bf16* wqkv = nullptr;        // [qd + 2 kvd, d]  rows: q | k | v
+  bf16* wo = nullptr;          // [d, qd]
+  bf16* wgu = nullptr;         // [2 ff, d]        rows: gate | up
+  bf16* wdown = nullptr;       // [d, ff]
+};
+
+struct CudaLlama::Impl {
+  ModelConfig c;
+  CudaEngineOptions opt;
+  std::vector<DeviceBuffer> owned;
+  cudaStream_t stream = nullptr;
+  cublasHandle_t blas = nullptr;
+  std::unique_ptr<KvCache> cache;
+
+  // Weights.
+  std::vector<LayerDev> layers;
+  bf16* embd = nullptr;       // [vocab, d]
+  bf16* out_w = nullptr;      // [vocab, d] (== embd when tied)
+  float* out_norm = nullptr;  // [d]
+  size_t weight_bytes = 0;
+
+  // Scratch for T = max(max_batch, max_chunk) tokens.
+  int32_t T = 0;
+  float* x = nullptr;            // [T, d] residual stream
+  bf16* xn = nullptr;            // [T, max(d, qd)] normalised input of the next GEMM
+  float* qkv = nullptr;          // [T, qd + 2 kvd]
+  bf16* q = nullptr;             // [T, Hq, hd]
+  bf16* o = nullptr;             // [T, Hq, hd]
+  float* gu = nullptr;           // [T, 2 ff]
+  bf16* h = nullptr;             // [T, ff]
+  float* logits = nullptr;       // [T, vocab]
+  bf16* kcap = nullptr;          // [T, Hkv, hd] anchor capture
+  bf16* vcap = nullptr;          // [T, Hkv, hd]
+  int32_t* tokens = nullptr;     // [T]
+  int32_t* positions = nullptr;  // [T]
+  int64_t* slot_rows = nullptr;  // [T]
+  int32_t* next = nullptr;       // [T] argmax
+  double* inv_freq = nullptr;    // [hd / 2]
+  float* gamma = nullptr;        // [Hq]
+  bool gamma_nonzero = false;
+  int32_t* meta = nullptr;  // [T + 1 | T | T * num_blocks]: q_indptr, kv_lens, block_table
+  void* blas_ws = nullptr;  // cuBLAS workspace (set explicitly so captured GEMMs never allocate)
+  std::optional<AttentionDecodePlan>
+      plan;  // the last eager decode step's (kept until the next step replaces it)
+
+  // One captured decode step (all layers + logits) per batch size. Valid while the batch has the same size,
+  // the same anchor and every length <= cap (the plan's max_kv_len; the block table is laid out with cap / P
+  // pages per row); re-captured otherwise.
+  struct DecodeGraph {
+    int32_t cap = 0, split = 0;
+    std::shared_ptr<AnchorSegment> anchor;  // held: its address and storage stay valid while captured
+    std::optional<AttentionDecodePlan> plan;
+    cudaGraphExec_t exec = nullptr;
+  };
+  std::map<int32_t, DecodeGraph> graphs;
+  int64_t graph_captures = 0, graph_replays = 0;
+  int num_sms = 132;
+
+  // The decode split size of a step (CudaEngineOptions::split_tokens).
+  int32_t DecodeSplit(const KvBatch& batch) const;
+
+  ~Impl();
+
+  int32_t* d_indptr() const { return meta; }
+  int32_t* d_lens() const { return meta + T + 1; }
+  int32_t* d_table() const { return meta + 2 * T + 1; }
+
+  Status Init(const ModelConfig& config, const CudaEngineOptions& o);
+  Status AllocWeights();
+  // y[n, out] = x[n, in] . W^T + beta y: the GEMV kernel for n <= gemv_max_batch, else cuBLAS.
+  Status Gemm(const bf16* w, int out, int in, const bf16* xin, int n, float* y, float beta);
+  // Host arrays of one step -> the fixed device buffers. table: [num_seqs, stride] (host).
+  Status Upload(std::span<const Reservation> res, std::span<const int32_t> toks, const KvBatch& batch,
+                const int32_t* table, int32_t stride);
+  // Attention parameters over the fixed device buffers for n tokens of ns sequences, block table stride
+  // `stride`.
+  AttentionParams Params(int n, int32_t ns, int32_t stride) const;
+  // Embedding + every layer, nothing else (no uploads, no host waits: capturable). plan: decode attention, or
+  // null for the prefill kernel on host_batch.
+  Status EnqueueLayers(int n, const KvBatch& batch, AttentionParams p, const AttentionBatch& host_batch,
+                       const AttentionDecodePlan* dplan, std::span<const Reservation> res,
+                       AnchorSegment* capture);
+  // Eager step: upload, plan (decode), enqueue.
+  Status Step(std::span<const Reservation> res, std::span<const int32_t> toks, const KvBatch& batch,
+              bool decode, AnchorSegment* capture);
+  // A decode step through the batch size's CUDA graph (captured on first use or when it no longer fits).
+  Status GraphDecodeStep(std::span<const Reservation> res, std::span<const int32_t> toks,
+                         const KvBatch& batch);
+  Status Logits(int64_t row0, int32_t m);  // logits of residual rows [row0, row0 + m) into `logits`
+  Status ForwardChunk(SeqId seq, std::span<const int32_t> toks, int32_t logits_from, float* host_logits,
+                      AnchorSegment* capture);
+  Status CheckTokens(std::span<const int32_t> toks) const {
+    for (int32_t t : toks) {
+      if (t < 0 || t >= c.vocab_size)
+        return OutOfRange("token id " + std::to_string(t) + " outside the vocabulary");
+    }
+    return Status::Ok();
+  }
+};
+
+}  // namespace fp

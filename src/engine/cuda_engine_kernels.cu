@@ -1,0 +1,240 @@
+// engine/cuda_engine_kernels.cu — the non-GEMM kernels of the CUDA Llama forward (see cuda_engine_kernels.h).
+// All are memory-bound and tiny next to the weight GEMMs (at B=1 a layer moves ~436 MiB of weights and ~100 KiB
+// of activations), so they favour simplicity: one block per token row, f32 reductions in shared memory.
+#include "engine/cuda_engine_kernels.h"
+
+#include <cuda_bf16.h>
+
+#include <cfloat>
+#include <string>
+
+#include "core/cuda_check.h"
+
+namespace fp::cuda_engine {
+namespace {
+
+constexpr int kRowThreads = 256;
+
+Status LaunchStatus(const char* what) {
+  const cudaError_t err = cudaGetLastError();
+  if (err == cudaSuccess) return Status::Ok();
+  return Internal(std::string("cuda engine: ") + what + " launch failed: " + cudaGetErrorName(err));
+}
+
+// Sum over the block (blockDim.x a multiple of 32, <= 1024).
+__device__ float BlockSum(float v, float* smem /* [32] */) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  if (lane == 0) smem[warp] = v;
+  __syncthreads();
+  const int nw = static_cast<int>(blockDim.x) / 32;
+  float s = lane < nw ? smem[lane] : 0.f;
+  for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+  return s;
+}
+
+__global__ void EmbedKernel(const int32_t* tokens, const __nv_bfloat16* table, int d, float* x) {
+  const int64_t t = blockIdx.x;
+  const __nv_bfloat16* row = table + static_cast<int64_t>(tokens[t]) * d;
+  for (int i = static_cast<int>(threadIdx.x); i < d; i += static_cast<int>(blockDim.x)) {
+    x[t * d + i] = __bfloat162float(row[i]);
+  }
+}
+
+__global__ void RmsNormKernel(const float* x, const float* w, int d, float eps, __nv_bfloat16* y) {
+  __shared__ float smem[32];
+  const int64_t t = blockIdx.x;
+  const float* xr = x + t * d;
+  float ss = 0.f;
+  for (int i = static_cast<int>(threadIdx.x); i < d; i += static_cast<int>(blockDim.x)) ss += xr[i] * xr[i];
+  ss = BlockSum(ss, smem);
+  const float scale = rsqrtf(ss / static_cast<float>(d) + eps);
+  for (int i = static_cast<int>(threadIdx.x); i < d; i += static_cast<int>(blockDim.x)) {
+    y[t * d + i] = __float2bfloat16(xr[i] * scale * w[i]);
+  }
+}
+
+// One block per token. The rotation table of the token (hd/2 cos/sin pairs) is built once in shared memory.
+__global__ void RopeWriteKernel(RopeWriteArgs a) {
+  extern __shared__ float cs[];  // [hd/2, 2]
+  const int t = static_cast<int>(blockIdx.x);
+  const int half = a.hd / 2;
+  const double pos = static_cast<double>(a.positions[t]);
+  for (int i = static_cast<int>(threadIdx.x); i < half; i += static_cast<int>(blockDim.x)) {
+    double s, c;
+    sincos(pos * a.inv_freq[i], &s, &c);
+    cs[2 * i] = static_cast<float>(c);
+    cs[2 * i + 1] = static_cast<float>(s);
+  }
+  __syncthreads();
+  const int qd = a.hq * a.hd, kvd = a.hkv * a.hd;
+  const float* row = a.qkv + static_cast<int64_t>(t) * (qd + 2 * kvd);
+  const int64_t slot = a.slot_rows[t];
+  // Pairs of q then k: pair p of head h covers elements 2i, 2i+1 of that head.
+  const int pairs = (a.hq + a.hkv) * half;
+  for (int p = static_cast<int>(threadIdx.x); p < pairs; p += static_cast<int>(blockDim.x)) {
+    const int i = p % half;
+    const int e = 2 * p;  // element index within q|k (heads are contiguous, hd even)
+    const float x0 = row[e], x1 = row[e + 1];
+    const float c = cs[2 * i], s = cs[2 * i + 1];
+    const __nv_bfloat16 r0 = __float2bfloat16(x0 * c - x1 * s);
+    const __nv_bfloat16 r1 = __float2bfloat16(x0 * s + x1 * c);
+    if (e < qd) {
+      __nv_bfloat16* q = a.q_out + static_cast<int64_t>(t) * qd + e;
+      q[0] = r0;
+      q[1] = r1;
+    } else {
+      const int ke = e - qd;
+      __nv_bfloat16* k = a.k_pool + slot * kvd + ke;
+      k[0] = r0;
+      k[1] = r1;
+      if (a.k_cap != nullptr) {
+        a.k_cap[static_cast<int64_t>(t) * kvd + ke] = r0;
+        a.k_cap[static_cast<int64_t>(t) * kvd + ke + 1] = r1;
+      }
+    }
+  }
+  for (int e = static_cast<int>(threadIdx.x); e < kvd; e += static_cast<int>(blockDim.x)) {
+    const __nv_bfloat16 v = __float2bfloat16(row[qd + kvd + e]);
+    a.v_pool[slot * kvd + e] = v;
+    if (a.v_cap != nullptr) a.v_cap[static_cast<int64_t>(t) * kvd + e] = v;
+  }
+}
+
+__global__ void SwiGluKernel(const float* gu, int64_t n, int ff, __nv_bfloat16* h) {
+  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= n * ff) return;
+  const int64_t t = idx / ff, i = idx % ff;
+  const float g = gu[t * 2 * ff + i], u = gu[t * 2 * ff + ff + i];
+  h[idx] = __float2bfloat16(g / (1.f + __expf(-g)) * u);
+}
+
+__global__ void ArgmaxKernel(const float* logits, int vocab, int32_t* out) {
+  __shared__ float sv[32];
+  __shared__ int si[32];
+  const float* row = logits + static_cast<int64_t>(blockIdx.x) * vocab;
+  float best = -FLT_MAX;
+  int bi = vocab;  // "none yet"; any real index beats it
+  for (int i = static_cast<int>(threadIdx.x); i < vocab; i += static_cast<int>(blockDim.x)) {
+    const float v = row[i];
+    if (v > best || (v == best && i < bi)) {  // NaN compares false: never taken
+      best = v;
+      bi = i;
+    }
+  }
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, best, o);
+    const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+    if (ov > best || (ov == best && oi < bi)) {
+      best = ov;
+      bi = oi;
+    }
+  }
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  if (lane == 0) {
+    sv[warp] = best;
+    si[warp] = bi;
+  }
+  __syncthreads();
+  if (warp == 0) {
+    const int nw = static_cast<int>(blockDim.x) / 32;
+    best = lane < nw ? sv[lane] : -FLT_MAX;
+    bi = lane < nw ? si[lane] : vocab;
+    for (int o = 16; o > 0; o >>= 1) {
+      const float ov = __shfl_xor_sync(0xffffffffu, best, o);
+      const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+      if (ov > best || (ov == best && oi < bi)) {
+        best = ov;
+        bi = oi;
+      }
+    }
+    if (lane == 0) out[blockIdx.x] = bi < vocab ? bi : 0;
+  }
+}
+
+__device__ uint64_t SplitMix(uint64_t z) {
+  z += 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+__global__ void RandomBf16Kernel(__nv_bfloat16* dst, size_t n, uint64_t seed, float scale) {
+  const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
+  for (size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
+    const uint64_t r = SplitMix(seed ^ (i * 0xd1b54a32d192ed03ull));
+    const float u = static_cast<float>(r >> 40) * (1.f / 8388608.f) - 1.f;  // 24 bits -> [-1, 1)
+    dst[i] = __float2bfloat16(scale * u);
+  }
+}
+
+__global__ void FillF32Kernel(float* dst, size_t n, float v) {
+  const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
+  for (size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) dst[i] = v;
+}
+
+__global__ void F32ToBf16Kernel(const float* src, size_t n, __nv_bfloat16* dst) {
+  const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
+  for (size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
+    dst[i] = __float2bfloat16(src[i]);
+  }
+}
+
+unsigned GridFor(size_t n) {
+  const size_t blocks = (n + 255) / 256;
+  return static_cast<unsigned>(blocks < 65536 ? (blocks == 0 ? 1 : blocks) : 65536);
+}
+
+}  // namespace
+
+Status LaunchEmbed(const int32_t* tokens, int n, const __nv_bfloat16* table, int d, float* x, cudaStream_t stream) {
+  if (n <= 0) return Status::Ok();
+  EmbedKernel<<<n, kRowThreads, 0, stream>>>(tokens, table, d, x);
+  return LaunchStatus("embed");
+}
+
+Status LaunchRmsNorm(const float* x, const float* w, int n, int d, float eps, __nv_bfloat16* y, cudaStream_t stream) {
+  if (n <= 0) return Status::Ok();
+  RmsNormKernel<<<n, kRowThreads, 0, stream>>>(x, w, d, eps, y);
+  return LaunchStatus("rmsnorm");
+}
+
+Status LaunchRopeWriteKv(const RopeWriteArgs& a, cudaStream_t stream) {
+  if (a.n <= 0) return Status::Ok();
+  if (a.hd % 2 != 0) return InvalidArgument("cuda engine: rope needs an even head_dim");
+  RopeWriteKernel<<<a.n, kRowThreads, static_cast<size_t>(a.hd) * sizeof(float), stream>>>(a);
+  return LaunchStatus("rope/kv write");
+}
+
+Status LaunchSwiGlu(const float* gu, int n, int ff, __nv_bfloat16* h, cudaStream_t stream) {
+  const int64_t total = static_cast<int64_t>(n) * ff;
+  if (total <= 0) return Status::Ok();
+  SwiGluKernel<<<static_cast<unsigned>((total + 255) / 256), 256, 0, stream>>>(gu, n, ff, h);
+  return LaunchStatus("swiglu");
+}
+
+Status LaunchArgmax(const float* logits, int n, int vocab, int32_t* out, cudaStream_t stream) {
+  if (n <= 0) return Status::Ok();
+  ArgmaxKernel<<<n, 1024, 0, stream>>>(logits, vocab, out);
+  return LaunchStatus("argmax");
+}
+
+Status LaunchRandomBf16(__nv_bfloat16* dst, size_t n, uint64_t seed, float scale, cudaStream_t stream) {
+  if (n == 0) return Status::Ok();
+  RandomBf16Kernel<<<GridFor(n), 256, 0, stream>>>(dst, n, seed, scale);
+  return LaunchStatus("random init");
+}
+
+Status LaunchFillF32(float* dst, size_t n, float value, cudaStream_t stream) {
+  if (n == 0) return Status::Ok();
+  FillF32Kernel<<<GridFor(n), 256, 0, stream>>>(dst, n, value);
+  return LaunchStatus("fill");
+}
+
+Status LaunchF32ToBf16(const float* src, size_t n, __nv_bfloat16* dst, cudaStream_t stream) {
+  if (n == 0) return Status::Ok();
+  F32ToBf16Kernel<<<GridFor(n), 256, 0, stream>>>(src, n, dst);
+  return LaunchStatus("f32->bf16");
+}
+
+}  // namespace fp::cuda_engine

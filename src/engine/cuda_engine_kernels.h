@@ -1,0 +1,67 @@
+// engine/cuda_engine_kernels.h — the small fused kernels of the CUDA Llama forward (cuda_engine_kernels.cu):
+// everything that is not a GEMM (cuBLAS) or attention (attention_cuda.h). Launchers enqueue on `stream` and
+// check the launch; preconditions (token ids in range, slot rows in the pool) are the caller's, checked on
+// the host before upload. Activations: residual stream f32, GEMM inputs bf16, GEMM outputs f32. defines:
+// LaunchEmbed, LaunchRmsNorm, LaunchRopeWriteKv, LaunchSwiGlu, LaunchArgmax, LaunchRandomBf16,
+//          LaunchFillF32, LaunchF32ToBf16, GemvSupported, LaunchGemvBf16 (cuda_gemv.cu)
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "fieldprint/status.h"
+
+namespace fp::cuda_engine {
+
+// x[t, :] = float(table[tokens[t], :]).  tokens: [n], table: [vocab, d] bf16, x: [n, d] f32.
+Status LaunchEmbed(const int32_t* tokens, int n, const __nv_bfloat16* table, int d, float* x,
+                   cudaStream_t stream);
+
+// y[t, :] = bf16(x[t, :] * rsqrt(mean(x[t, :]^2) + eps) * w).  x: [n, d] f32, w: [d] f32, y: [n, d] bf16.
+Status LaunchRmsNorm(const float* x, const float* w, int n, int d, float eps, __nv_bfloat16* y,
+                     cudaStream_t stream);
+
+// One launch per layer after the QKV GEMM: RoPE ("normal" mode: adjacent pairs (2i, 2i+1) rotate by
+// pos * inv_freq[i], angles in double like the CPU engine) on q and k, then
+//   q_out[t]                 = bf16(rope(q))                       [n, Hq, hd]
+//   k_pool[slot_rows[t]]     = bf16(rope(k)), v_pool[...] = bf16(v) [pool rows, Hkv, hd]
+//   k_cap[t], v_cap[t]       = same rows, when k_cap != null (anchor capture)  [n, Hkv, hd]
+// qkv: [n, Hq*hd + 2*Hkv*hd] f32 (q | k | v), positions: [n], inv_freq: [hd/2] double, slot_rows: [n].
+struct RopeWriteArgs {
+  const float* qkv;
+  const int32_t* positions;
+  const double* inv_freq;
+  const int64_t* slot_rows;
+  __nv_bfloat16* q_out;
+  __nv_bfloat16* k_pool;
+  __nv_bfloat16* v_pool;
+  __nv_bfloat16* k_cap;
+  __nv_bfloat16* v_cap;
+  int n, hq, hkv, hd;
+};
+Status LaunchRopeWriteKv(const RopeWriteArgs& a, cudaStream_t stream);
+
+// h[t, i] = bf16(silu(gu[t, i]) * gu[t, ff + i]).  gu: [n, 2*ff] f32 (gate | up), h: [n, ff] bf16.
+Status LaunchSwiGlu(const float* gu, int n, int ff, __nv_bfloat16* h, cudaStream_t stream);
+
+// out[t] = argmax_i logits[t, i] (lowest index on ties, NaN never wins).  logits: [n, vocab] f32, out: [n].
+Status LaunchArgmax(const float* logits, int n, int vocab, int32_t* out, cudaStream_t stream);
+
+// dst[i] = bf16(scale * u(seed, i)), u uniform in [-1, 1) from a counter hash: random weights without the
+// host.
+Status LaunchRandomBf16(__nv_bfloat16* dst, size_t n, uint64_t seed, float scale, cudaStream_t stream);
+// dst[i] = value.
+Status LaunchFillF32(float* dst, size_t n, float value, cudaStream_t stream);
+// dst[i] = bf16(src[i]).
+Status LaunchF32ToBf16(const float* src, size_t n, __nv_bfloat16* dst, cudaStream_t stream);
+
+// Small-batch GEMV (cuda_gemv.cu): y[n, out] = x[n, in] . W[out, in]^T + beta * y (f32 out), 1 <= n <= 8,
+// in % 8 == 0, W and x 16-byte aligned (GemvSupported); deterministic, one launch.
+inline constexpr int kGemvMaxRows = 8;
+bool GemvSupported(int out, int in, const void* w, const void* x, int n);
+Status LaunchGemvBf16(const __nv_bfloat16* w, int out, int in, const __nv_bfloat16* x, int n, float* y,
+                      float beta, cudaStream_t stream);
+
+}  // namespace fp::cuda_engine

@@ -1,0 +1,123 @@
+// engine/cuda_gemv.cu — bf16 GEMV for small decode batches: y[n, out] = x[n, in] . W[out, in]^T + beta * y, n <= 8.
+//
+// Why: at B = 1 the decode step is a stream of weight reads (15 GB for Llama-3-8B) and cuBLAS's bf16 GemmEx at
+// n = 1 reached about half the copy bandwidth (bench/results/e2e-*). Here each warp owns R output rows and
+// streams them with 16-byte loads (ld.global.cs: W is read once, x stays in L1/L2), kU chunks of 256 elements
+// issued before any is used so enough bytes are in flight, fp32 FMAs, a butterfly per (row, token) at the end.
+// The reduction order is fixed by (in, lane), so results are deterministic and independent of `out`.
+// defines: LaunchGemvBf16 (declared in cuda_engine_kernels.h)
+#include <cuda_bf16.h>
+
+#include <cstdint>
+#include <string>
+
+#include "core/cuda_check.h"
+#include "engine/cuda_engine_kernels.h"
+
+namespace fp::cuda_engine {
+namespace {
+
+constexpr int kWarpsPerBlock = 8;
+constexpr int kU = 4;  // 256-element chunks in flight per row and lane step
+
+__device__ __forceinline__ float Dot8(const uint4& w, const uint4& x) {
+  const auto* wp = reinterpret_cast<const __nv_bfloat162*>(&w);
+  const auto* xp = reinterpret_cast<const __nv_bfloat162*>(&x);
+  float s = 0.f;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 a = __bfloat1622float2(wp[i]), b = __bfloat1622float2(xp[i]);
+    s = fmaf(a.x, b.x, s);
+    s = fmaf(a.y, b.y, s);
+  }
+  return s;
+}
+
+// NT: token slots (>= n), R: rows per warp.
+template <int NT, int R>
+__global__ void __launch_bounds__(kWarpsPerBlock * 32) GemvKernel(const __nv_bfloat16* __restrict__ w, int out, int in,
+                                                                 const __nv_bfloat16* __restrict__ x, int n,
+                                                                 float* __restrict__ y, float beta) {
+  const int lane = threadIdx.x & 31;
+  const int row0 = (blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5)) * R;
+  if (row0 >= out) return;
+  float acc[R][NT];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+#pragma unroll
+    for (int t = 0; t < NT; ++t) acc[r][t] = 0.f;
+  }
+  const uint4* wrow[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    wrow[r] = reinterpret_cast<const uint4*>(w + int64_t(min(row0 + r, out - 1)) * in);  // rows past out: unused
+  }
+  const int chunks = in / 8;  // 16-byte chunks per row
+  for (int c0 = lane; c0 < chunks; c0 += 32 * kU) {
+    uint4 wv[kU][R];
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      const int c = c0 + u * 32;
+#pragma unroll
+      for (int r = 0; r < R; ++r) wv[u][r] = c < chunks ? __ldcs(wrow[r] + c) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      const int c = c0 + u * 32;
+      if (c >= chunks) break;
+#pragma unroll
+      for (int t = 0; t < NT; ++t) {
+        if (t < n) {
+          const uint4 xv = __ldg(reinterpret_cast<const uint4*>(x + int64_t(t) * in) + c);
+#pragma unroll
+          for (int r = 0; r < R; ++r) acc[r][t] += Dot8(wv[u][r], xv);
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+      float v = acc[r][t];
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+      if (lane == 0 && t < n && row0 + r < out) {
+        float* dst = y + int64_t(t) * out + row0 + r;
+        *dst = beta == 0.f ? v : v + beta * *dst;
+      }
+    }
+  }
+}
+
+template <int NT, int R>
+Status Launch(const __nv_bfloat16* w, int out, int in, const __nv_bfloat16* x, int n, float* y, float beta,
+              cudaStream_t stream) {
+  constexpr int kRowsPerBlock = kWarpsPerBlock * R;
+  GemvKernel<NT, R><<<(out + kRowsPerBlock - 1) / kRowsPerBlock, kWarpsPerBlock * 32, 0, stream>>>(w, out, in, x, n, y,
+                                                                                                    beta);
+  FP_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return Status::Ok();
+}
+
+}  // namespace
+
+bool GemvSupported(int out, int in, const void* w, const void* x, int n) {
+  return n >= 1 && n <= kGemvMaxRows && out > 0 && in > 0 && in % 8 == 0 &&
+         (reinterpret_cast<uintptr_t>(w) & 15u) == 0 && (reinterpret_cast<uintptr_t>(x) & 15u) == 0;
+}
+
+Status LaunchGemvBf16(const __nv_bfloat16* w, int out, int in, const __nv_bfloat16* x, int n, float* y, float beta,
+                      cudaStream_t stream) {
+  if (!GemvSupported(out, in, w, x, n)) {
+    return InvalidArgument("gemv: unsupported shape (n " + std::to_string(n) + ", in " + std::to_string(in) +
+                           ") or unaligned operands");
+  }
+  // Two rows per warp once several tokens share each weight load (halves the x traffic through L1).
+  if (n == 1) return Launch<1, 1>(w, out, in, x, n, y, beta, stream);
+  if (n == 2) return Launch<2, 1>(w, out, in, x, n, y, beta, stream);
+  if (n <= 4) return Launch<4, 2>(w, out, in, x, n, y, beta, stream);
+  return Launch<8, 2>(w, out, in, x, n, y, beta, stream);
+}
+
+}  // namespace fp::cuda_engine
