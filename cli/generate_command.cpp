@@ -1,4 +1,6 @@
-// `fieldprint generate`: the engine end to end on the CPU (see generate_command.h).
+// `fieldprint generate`: the engine end to end on the CPU or a CUDA device (see generate_command.h). --device
+// auto (the default) takes the GPU when the build has CUDA and a device is present; the rest of the run is
+// the same Generator over an EngineBackend either way.
 #include "generate_command.h"
 
 #include <algorithm>
@@ -10,7 +12,9 @@
 #include <string>
 #include <vector>
 
+#include "fieldprint/cuda_engine.h"
 #include "fieldprint/engine.h"
+#include "fieldprint/engine_backend.h"
 #include "fieldprint/generation.h"
 #include "fieldprint/llama_weights.h"
 #include "fieldprint/tokenizer.h"
@@ -31,7 +35,7 @@ struct GenerateArgs {
   int32_t top_k = 0;
   float top_p = 1.f;
   int threads = 0;
-  std::string device = "cpu";
+  std::string device = "auto";
   std::string verify = "off";
   int32_t commit_every = 0;
   int64_t inject_fault = -1;
@@ -48,17 +52,18 @@ struct GenerateArgs {
 
 int Run(const GenerateArgs& a) {
   using Clock = std::chrono::steady_clock;
-  if (a.device != "cpu") {
-    Fail(Unimplemented("--device " + a.device + ": only the CPU engine exists so far (use --device cpu)"));
-  }
+  auto device = ResolveDevice(a.device);
+  if (!device.ok()) Fail(device.status());
+  const bool cuda = *device == Device::kCuda;
   auto mode = ParseVerifyMode(a.verify);
   if (!mode.ok()) Fail(mode.status());
   const std::string path = ResolveModelPath(a.model);
   std::fprintf(stderr, "loading %s ... ", path.c_str());
   std::fflush(stderr);
   const auto t0 = Clock::now();
+  // The CUDA engine widens every matrix to bf16 itself: the zero-copy quantised view is the cheapest source.
   auto weights =
-      LlamaWeights::Load(path, a.weights == "f32" ? WeightStorage::kF32 : WeightStorage::kQuantized);
+      LlamaWeights::Load(path, a.weights == "f32" && !cuda ? WeightStorage::kF32 : WeightStorage::kQuantized);
   if (!weights.ok()) {
     std::fprintf(stderr, "failed\n");
     Fail(weights.status());
@@ -89,20 +94,40 @@ int Run(const GenerateArgs& a) {
                                     all.end());
 
   const ModelConfig config = weights->config();
-  EngineOptions eo;
-  eo.num_threads = a.threads;
-  eo.gamma = a.gamma;
   // The pool holds this one sequence: prompt + generated tokens (the anchor lives outside it).
-  eo.kv_capacity =
+  const int32_t kv_capacity =
       std::min<int32_t>(config.context_length, static_cast<int32_t>(prompt.size()) + a.max_tokens + 64);
-  auto engine = LlamaEngine::Create(std::move(weights).value(), eo);
-  if (!engine.ok()) Fail(engine.status());
-  std::fprintf(stderr, "%s; %s weights, %d threads, linear kernel %s (%.2f s)\n", config.Summary().c_str(),
-               a.weights.c_str(), (*engine)->pool().size(), LinearKernelName(),
-               std::chrono::duration<double>(Clock::now() - t0).count());
+  std::unique_ptr<LlamaEngine> cpu_engine;
+  std::unique_ptr<CudaLlama> cuda_engine;
+  std::unique_ptr<EngineBackend> engine;
+  if (cuda) {
+    CudaEngineOptions co;
+    co.gamma = a.gamma;
+    co.kv_capacity = kv_capacity;
+    co.max_batch = 1;  // one sequence
+    auto e = CudaLlama::FromWeights(*weights, co);
+    if (!e.ok()) Fail(e.status());
+    cuda_engine = std::move(e).value();
+    engine = MakeCudaBackend(*cuda_engine);
+    std::fprintf(stderr, "%s; CUDA engine, bf16 weights (%.1f MB per token) (%.2f s)\n",
+                 config.Summary().c_str(), static_cast<double>(cuda_engine->weight_bytes()) / 1e6,
+                 std::chrono::duration<double>(Clock::now() - t0).count());
+  } else {
+    EngineOptions eo;
+    eo.num_threads = a.threads;
+    eo.gamma = a.gamma;
+    eo.kv_capacity = kv_capacity;
+    auto e = LlamaEngine::Create(std::move(weights).value(), eo);
+    if (!e.ok()) Fail(e.status());
+    cpu_engine = std::move(e).value();
+    engine = MakeCpuBackend(*cpu_engine);
+    std::fprintf(stderr, "%s; %s weights, %d threads, linear kernel %s (%.2f s)\n", config.Summary().c_str(),
+                 a.weights.c_str(), cpu_engine->pool().size(), LinearKernelName(),
+                 std::chrono::duration<double>(Clock::now() - t0).count());
+  }
 
   const auto ta = Clock::now();
-  auto anchor = (*engine)->BuildAnchor(anchor_tokens);
+  auto anchor = engine->BuildAnchor(anchor_tokens);
   if (!anchor.ok()) Fail(anchor.status());
   const double anchor_s = std::chrono::duration<double>(Clock::now() - ta).count();
   std::fprintf(stderr, "anchor: %zu tokens prefilled in %.3f s (%.1f tok/s), sealed; gamma %g\n",
@@ -118,7 +143,7 @@ int Run(const GenerateArgs& a) {
   go.commit_every = a.commit_every;
   go.inject_fault_step = a.inject_fault;
   go.verified_only = a.verified_only;
-  Generator gen(**engine, *tok, *anchor);
+  Generator gen(*engine, *tok, *anchor);
   auto stats = gen.Generate(prompt, go, [](std::string_view s) {
     std::fwrite(s.data(), 1, s.size(), stdout);
     std::fflush(stdout);
@@ -158,8 +183,9 @@ void RegisterGenerateCommand(CLI::App& app) {
   cmd->add_option("--temperature", args->temperature, "0 = greedy")->check(CLI::NonNegativeNumber);
   cmd->add_option("--top-k", args->top_k, "0 = off")->check(CLI::NonNegativeNumber);
   cmd->add_option("--top-p", args->top_p, "1 = off")->check(CLI::Range(0.0, 1.0));
-  cmd->add_option("--threads", args->threads, "CPU threads (0 = all cores)");
-  cmd->add_option("--device", args->device, "cpu | cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  cmd->add_option("--threads", args->threads, "CPU threads (0 = all cores; CPU engine only)");
+  cmd->add_option("--device", args->device, "auto (cuda when a GPU is present) | cpu | cuda")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   cmd->add_option("--verify", args->verify, "off | sync-full | sync | async")
       ->check(CLI::IsMember({"off", "sync-full", "sync", "async"}));
   cmd->add_option("--commit-every", args->commit_every, "also commit every N tokens (0 = full pages only)")
@@ -167,7 +193,8 @@ void RegisterGenerateCommand(CLI::App& app) {
   cmd->add_option("--inject-fault", args->inject_fault, "flip one committed KV bit before this decode step");
   cmd->add_flag("--verified-only", args->verified_only, "print text only once verified");
   cmd->add_option("--gamma", args->gamma, "log-bias added to anchor attention logits (all heads)");
-  cmd->add_option("--weights", args->weights, "quantized (mmap, integer dot) | f32 (widened at load)")
+  cmd->add_option("--weights", args->weights,
+                  "CPU: quantized (mmap, integer dot) | f32 (widened at load); CUDA: always bf16")
       ->check(CLI::IsMember({"quantized", "f32"}));
   cmd->callback([args, anchor] {
     args->anchor_set = anchor->count() > 0;

@@ -10,6 +10,7 @@
 
 #include "fieldprint/engine.h"
 #include "fieldprint/gguf.h"
+#include "engine_test_util.h"
 
 namespace fp {
 namespace {
@@ -30,74 +31,8 @@ ModelConfig Tiny(bool tied) {
   return c;
 }
 
-GgmlType ToGgml(WeightType t) {
-  switch (t) {
-    case WeightType::kF32:
-      return GgmlType::kF32;
-    case WeightType::kF16:
-      return GgmlType::kF16;
-    case WeightType::kQ8_0:
-      return GgmlType::kQ8_0;
-    case WeightType::kQ4_1:
-      return GgmlType::kQ4_1;
-  }
-  return GgmlType::kF32;
-}
-
-struct Mutations {
-  std::function<void(GgufBuilder&)> extra_meta;
-  std::string skip_tensor;
-  std::string bad_shape_tensor;
-  std::string arch = "llama";
-  int head_count = 4;
-};
-
-std::vector<uint8_t> WriteGguf(const LlamaWeights& w, const Mutations& m = {}) {
-  const ModelConfig& c = w.config();
-  GgufBuilder b;
-  b.AddString("general.architecture", m.arch);
-  b.AddU32("llama.block_count", static_cast<uint32_t>(c.n_layers));
-  b.AddU32("llama.context_length", static_cast<uint32_t>(c.context_length));
-  b.AddU32("llama.embedding_length", static_cast<uint32_t>(c.d_model));
-  b.AddU32("llama.feed_forward_length", static_cast<uint32_t>(c.d_ff));
-  b.AddU32("llama.attention.head_count", static_cast<uint32_t>(m.head_count));
-  b.AddU32("llama.attention.head_count_kv", static_cast<uint32_t>(c.n_kv_heads));
-  b.AddF32("llama.rope.freq_base", c.rope_base);
-  b.AddF32("llama.attention.layer_norm_rms_epsilon", c.rms_eps);
-  if (m.extra_meta) m.extra_meta(b);
-  auto mat = [&](const std::string& name, const WeightMatrix& x) {
-    if (name == m.skip_tensor) return;
-    const int64_t cols = name == m.bad_shape_tensor ? x.cols / 2 : x.cols;
-    const int64_t rows = name == m.bad_shape_tensor ? x.rows * 2 : x.rows;
-    ASSERT_TRUE(b.AddTensor(name, ToGgml(x.type), {cols, rows},
-                            std::span<const uint8_t>(x.data, x.row_bytes * static_cast<size_t>(x.rows)))
-                    .ok());
-  };
-  auto vec = [&](const std::string& name, const std::vector<float>& v) {
-    if (name == m.skip_tensor) return;
-    ASSERT_TRUE(
-        b.AddTensor(name, GgmlType::kF32, {static_cast<int64_t>(v.size())},
-                    std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(v.data()), v.size() * 4))
-            .ok());
-  };
-  mat("token_embd.weight", w.token_embd());
-  if (!c.tied_embeddings) mat("output.weight", w.output());
-  vec("output_norm.weight", w.output_norm());
-  for (int i = 0; i < c.n_layers; ++i) {
-    const LayerWeights& L = w.layer(i);
-    const std::string p = "blk." + std::to_string(i) + ".";
-    vec(p + "attn_norm.weight", L.attn_norm);
-    vec(p + "ffn_norm.weight", L.ffn_norm);
-    mat(p + "attn_q.weight", L.wq);
-    mat(p + "attn_k.weight", L.wk);
-    mat(p + "attn_v.weight", L.wv);
-    mat(p + "attn_output.weight", L.wo);
-    mat(p + "ffn_gate.weight", L.w_gate);
-    mat(p + "ffn_up.weight", L.w_up);
-    mat(p + "ffn_down.weight", L.w_down);
-  }
-  return b.Build();
-}
+using Mutations = testing::GgufMutations;
+using testing::WriteGguf;
 
 std::vector<float> Logits(LlamaWeights w, const std::vector<int32_t>& tokens) {
   EngineOptions eo;

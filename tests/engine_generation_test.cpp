@@ -11,30 +11,10 @@
 #include "fieldprint/engine.h"
 #include "fieldprint/generation.h"
 #include "fieldprint/tokenizer.h"
+#include "engine_test_util.h"
 
 namespace fp {
 namespace {
-
-// GPT-2's byte -> printable code point map, UTF-8 encoded: the form byte-level BPE vocabularies are stored
-// in.
-std::string ByteToken(int b) {
-  int cp = b;
-  if (!((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255))) {
-    int n = 0;
-    for (int x = 0; x < b; ++x) {
-      if (!((x >= 33 && x <= 126) || (x >= 161 && x <= 172) || (x >= 174 && x <= 255))) ++n;
-    }
-    cp = 256 + n;
-  }
-  std::string s;
-  if (cp < 0x80) {
-    s += static_cast<char>(cp);
-  } else {
-    s += static_cast<char>(0xC0 | (cp >> 6));
-    s += static_cast<char>(0x80 | (cp & 0x3F));
-  }
-  return s;
-}
 
 struct Fixture {
   std::unique_ptr<Tokenizer> tok;
@@ -45,18 +25,7 @@ struct Fixture {
 
 Fixture Make() {
   Fixture f;
-  std::vector<std::string> tokens{"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
-  std::vector<int32_t> types{3, 3, 3};
-  for (int b = 0; b < 256; ++b) {
-    tokens.push_back(ByteToken(b));
-    types.push_back(1);
-  }
-  SpecialIds ids;
-  ids.bos = 1;
-  ids.eos = 2;
-  auto tok = Tokenizer::Build(tokens, types, {}, "gpt2", ids, "");
-  EXPECT_TRUE(tok.ok()) << tok.status().ToString();
-  f.tok = std::make_unique<Tokenizer>(std::move(tok).value());
+  f.tok = testing::MakeByteTokenizer();
   ModelConfig c;
   c.n_layers = 2;
   c.d_model = 64;

@@ -43,26 +43,12 @@
 #include "fieldprint/tree_hash.h"
 #include "fieldprint/verifier.h"
 
+#include "bench_util.h"
+
 namespace {
 
 using fp::SeqId;
 
-#define CK(x)                                                                                \
-  do {                                                                                       \
-    cudaError_t e_ = (x);                                                                    \
-    if (e_ != cudaSuccess) {                                                                 \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorName(e_));  \
-      std::exit(1);                                                                          \
-    }                                                                                        \
-  } while (0)
-#define OK(x)                                                                                \
-  do {                                                                                       \
-    fp::Status s_ = (x);                                                                     \
-    if (!s_.ok()) {                                                                          \
-      std::fprintf(stderr, "%s:%d %s\n", __FILE__, __LINE__, s_.ToString().c_str());        \
-      std::exit(1);                                                                          \
-    }                                                                                        \
-  } while (0)
 
 std::vector<int> ParseList(const std::string& s) {
   std::vector<int> v;

@@ -20,29 +20,10 @@
 #include "fieldprint/tree_hash.h"
 #include "fieldprint/tree_hash_cuda.h"
 
+#include "bench_util.h"
+
 namespace {
 
-#define CK(x)                                                                                     \
-  do {                                                                                            \
-    cudaError_t e_ = (x);                                                                         \
-    if (e_ != cudaSuccess) {                                                                      \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorName(e_));       \
-      std::exit(1);                                                                               \
-    }                                                                                             \
-  } while (0)
-#define OK(x)                                                                                     \
-  do {                                                                                            \
-    fp::Status s_ = (x);                                                                          \
-    if (!s_.ok()) {                                                                               \
-      std::fprintf(stderr, "%s:%d %s\n", __FILE__, __LINE__, s_.ToString().c_str());             \
-      std::exit(1);                                                                               \
-    }                                                                                             \
-  } while (0)
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 // Median microseconds of fn() enqueued on stream, timed with events; reps chosen so a config takes ~0.2 s.
 template <typename Fn>
@@ -66,7 +47,7 @@ double GpuTimeUs(cudaStream_t stream, Fn&& fn) {
   }
   cudaEventDestroy(a);
   cudaEventDestroy(b);
-  return Median(t);
+  return fp::bench::Median(t);
 }
 
 template <typename Fn>
@@ -81,7 +62,7 @@ double CpuTimeUs(Fn&& fn, int min_reps) {
     t.push_back(us);
     total += us;
   }
-  return Median(t);
+  return fp::bench::Median(t);
 }
 
 __global__ void FillKernel(uint64_t* p, size_t n, uint64_t seed) {

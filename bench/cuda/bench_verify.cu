@@ -33,27 +33,13 @@
 #include "fieldprint/page_digest.h"
 #include "fieldprint/verifier.h"
 
+#include "bench_util.h"
+
 namespace {
 
 using namespace fp;
 using Clock = std::chrono::steady_clock;
 
-#define CK(x)                                                                               \
-  do {                                                                                      \
-    cudaError_t e_ = (x);                                                                   \
-    if (e_ != cudaSuccess) {                                                                \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorName(e_)); \
-      std::exit(1);                                                                         \
-    }                                                                                       \
-  } while (0)
-#define OK(x)                                                                                \
-  do {                                                                                       \
-    ::fp::Status s_ = (x);                                                                   \
-    if (!s_.ok()) {                                                                          \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, s_.ToString().c_str()); \
-      std::exit(1);                                                                          \
-    }                                                                                        \
-  } while (0)
 
 // Random bf16 in about [-2, 2] (never zeros, never NaN): hash of the index.
 __global__ void FillRandomBf16(uint16_t* p, size_t n, uint32_t seed) {

@@ -1,6 +1,8 @@
 // fieldprint/generation.h — the generation loop: prompt prefill, sampling, streaming, and the verified
 // watermark with rollback.
 //
+// The loop drives an EngineBackend (engine_backend.h): the CPU engine or the CUDA engine; the verifier runs
+// on the matching backend (CPU worker, or the CUDA side stream fed by OnStepWritten(seqs, compute stream)).
 // One sequence attends to a shared sealed anchor. Every forward step (the prompt's prefill, then one token
 // per decode step) is reported to the Verifier when verification is on:
 //   off        no hashing
@@ -23,6 +25,7 @@
 #include <vector>
 
 #include "fieldprint/engine.h"
+#include "fieldprint/engine_backend.h"
 #include "fieldprint/sampler.h"
 #include "fieldprint/status.h"
 #include "fieldprint/tokenizer.h"
@@ -62,8 +65,10 @@ struct GenerationStats {
 
 class Generator {
  public:
-  // engine and tokenizer must outlive the generator; anchor may be null.
+  // engine and tokenizer must outlive the generator; anchor (on the engine's device) may be null.
   Generator(LlamaEngine& engine, const Tokenizer& tokenizer, std::shared_ptr<AnchorSegment> anchor)
+      : owned_(MakeCpuBackend(engine)), engine_(*owned_), tok_(tokenizer), anchor_(std::move(anchor)) {}
+  Generator(EngineBackend& engine, const Tokenizer& tokenizer, std::shared_ptr<AnchorSegment> anchor)
       : engine_(engine), tok_(tokenizer), anchor_(std::move(anchor)) {}
 
   // Generates after `prompt` (token ids of the sequence part: the anchor is not repeated). on_text receives
@@ -72,7 +77,8 @@ class Generator {
                                    const std::function<void(std::string_view)>& on_text);
 
  private:
-  LlamaEngine& engine_;
+  std::unique_ptr<EngineBackend> owned_;  // the CPU adapter when built from a LlamaEngine
+  EngineBackend& engine_;
   const Tokenizer& tok_;
   std::shared_ptr<AnchorSegment> anchor_;
 };

@@ -1,7 +1,10 @@
-// Generator: prefill, sample, stream; report each step to the Verifier and roll back on corruption.
+// Generator: prefill, sample, stream; report each step to the Verifier and roll back on corruption. Drives
+// either engine through EngineBackend: each step is enqueued, reported to the verifier (OnStepWritten with
+// the compute stream, before anything waits on the GPU), and only then are its logits brought to the host.
 #include "fieldprint/generation.h"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <string>
 
@@ -62,7 +65,7 @@ Result<GenerationStats> Generator::Generate(std::span<const int32_t> prompt, con
     vc.policy.every_n_tokens = opt.commit_every;
     vc.audit_bytes_per_step = opt.audit_bytes_per_step;
     vc.anchor_every_steps = 64;
-    auto v = Verifier::Create(&engine_.cache(), anchor_, vc, VerifierBackendKind::kCpu);
+    auto v = Verifier::Create(&engine_.cache(), anchor_, vc, engine_.verifier_kind());
     if (!v.ok()) {
       (void)engine_.FreeSequence(seq);
       return v.status();
@@ -79,19 +82,19 @@ Result<GenerationStats> Generator::Generate(std::span<const int32_t> prompt, con
     const auto prompt_len = static_cast<int32_t>(prompt.size());
     std::vector<int32_t> log(prompt.begin(),
                              prompt.end());  // every token of the sequence, fed or about to be
-    std::vector<int32_t> gen_pos;  // [generated] log index each generated token occupies (= KV rows it saw)
-    std::vector<float> logits;
+    std::vector<int32_t> gen_pos;   // [generated] log index each generated token occupies (= KV rows it saw)
+    std::span<const float> logits;  // [vocab] of the last step's last token (owned by the backend)
     StreamDecoder decoder(tok_);
     size_t released = 0;  // generated tokens whose text went out
 
     auto after_step = [&]() -> Status {
       if (!ver) return Status::Ok();
       const std::array<SeqId, 1> seqs{seq};
-      FP_RETURN_IF_ERROR(ver->OnStepWritten(seqs));
+      FP_RETURN_IF_ERROR(ver->OnStepWritten(seqs, engine_.stream()));
       if (opt.verify == VerifyMode::kSync || opt.verify == VerifyMode::kSyncFull)
         FP_RETURN_IF_ERROR(ver->Drain());
       if (opt.verify == VerifyMode::kSyncFull) {
-        auto fresh = ver->RecomputeRoot(seq);
+        auto fresh = ver->RecomputeRoot(seq, engine_.stream());
         if (!fresh.ok()) return fresh.status();
         auto root = ver->Root(seq);
         if (!root.ok()) return root.status();
@@ -102,6 +105,12 @@ Result<GenerationStats> Generator::Generate(std::span<const int32_t> prompt, con
       for (const CorruptionEvent& e : ver->TakeEvents()) {
         if (e.kind == CorruptionEvent::Kind::kAnchor) return DataLoss("anchor corrupted: " + e.ToString());
       }
+      return Status::Ok();
+    };
+    auto take_logits = [&]() -> Status {
+      auto l = engine_.TakeLogits();
+      if (!l.ok()) return l.status();
+      logits = *l;
       return Status::Ok();
     };
     auto release = [&](bool all) -> Status {
@@ -122,7 +131,7 @@ Result<GenerationStats> Generator::Generate(std::span<const int32_t> prompt, con
     };
     // Rolls back to the last verified commit and recomputes the KV from the token log.
     auto recover = [&]() -> Status {
-      auto p = ver->Rollback(seq);
+      auto p = ver->Rollback(seq, engine_.stream());
       if (!p.ok()) return p.status();
       ++stats.rollbacks;
       auto keep = static_cast<int32_t>(log.size());
@@ -138,17 +147,32 @@ Result<GenerationStats> Generator::Generate(std::span<const int32_t> prompt, con
         log.resize(static_cast<size_t>(keep));
       }
       if (*p >= keep) return Status::Ok();
-      const std::span<const int32_t> redo(log.data() + *p, static_cast<size_t>(keep - *p));
-      FP_RETURN_IF_ERROR(engine_.Forward(seq, redo, 1, &logits));
+      const std::span<const int32_t> all(log);
+      if (engine_.replay_any_shape()) {
+        FP_RETURN_IF_ERROR(
+            engine_.Prefill(seq, all.subspan(static_cast<size_t>(*p), static_cast<size_t>(keep - *p))));
+      } else {
+        // The original shape (engine_backend.h): the prompt's rest through the prefill, then one decode step
+        // per generated token. Exact when the rollback point is 0 or past the prompt.
+        const int32_t split = std::min(std::max(*p, prompt_len), keep);
+        if (*p < split) {
+          FP_RETURN_IF_ERROR(
+              engine_.Prefill(seq, all.subspan(static_cast<size_t>(*p), static_cast<size_t>(split - *p))));
+        }
+        for (int32_t i = split; i < keep; ++i)
+          FP_RETURN_IF_ERROR(engine_.Decode(seq, log[static_cast<size_t>(i)]));
+      }
       stats.recomputed_tokens += keep - *p;
-      return after_step();
+      FP_RETURN_IF_ERROR(after_step());
+      return take_logits();
     };
 
     const auto t0 = Clock::now();
-    FP_RETURN_IF_ERROR(engine_.Forward(seq, prompt, 1, &logits));
+    FP_RETURN_IF_ERROR(engine_.Prefill(seq, prompt));
     stats.prefill_seconds = Since(t0);
     stats.prompt_tokens = prompt_len;
     FP_RETURN_IF_ERROR(after_step());
+    FP_RETURN_IF_ERROR(take_logits());
 
     const auto t1 = Clock::now();
     auto finished = [&] {
@@ -176,9 +200,9 @@ Result<GenerationStats> Generator::Generate(std::span<const int32_t> prompt, con
           }
         }
         log.push_back(*tok);
-        const std::array<int32_t, 1> one{*tok};
-        FP_RETURN_IF_ERROR(engine_.Forward(seq, one, 1, &logits));
-        FP_RETURN_IF_ERROR(after_step());
+        FP_RETURN_IF_ERROR(engine_.Decode(seq, *tok));
+        FP_RETURN_IF_ERROR(after_step());  // async: the hashing event is recorded before the logits wait
+        FP_RETURN_IF_ERROR(take_logits());
         if (ver && ver->IsCorrupt(seq)) FP_RETURN_IF_ERROR(recover());
       }
       return Status::Ok();

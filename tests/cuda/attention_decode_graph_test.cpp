@@ -39,7 +39,8 @@ struct Out {
 
 Out Download(const DecodeDeviceCase& d) {
   CUDA_CHECK(cudaDeviceSynchronize());
-  return {testing::DownloadBytes<uint8_t>(d.o.get(), d.o_bytes), testing::DownloadBytes<float>(d.lse.get(), d.lse_count)};
+  return {testing::DownloadBytes<uint8_t>(d.o.get(), d.o_bytes),
+          testing::DownloadBytes<float>(d.lse.get(), d.lse_count)};
 }
 
 bool SameBits(const Out& a, const Out& b) {
