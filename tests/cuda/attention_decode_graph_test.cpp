@@ -16,6 +16,7 @@
 
 #include "decode_test_util.h"
 #include "fieldprint/attention_cuda.h"
+#include "cuda_test_util.h"
 
 namespace fp {
 namespace {
@@ -23,9 +24,6 @@ namespace {
 using testing::Case;
 using testing::CaseSpec;
 using testing::DecodeDeviceCase;
-
-#define SKIP_WITHOUT_GPU() \
-  if (!testing::HaveGpu()) GTEST_SKIP() << "no CUDA device"
 
 uint64_t Seed() {
   if (const char* s = std::getenv("FP_TEST_SEED")) return std::strtoull(s, nullptr, 10);

@@ -20,6 +20,7 @@
 
 #include "decode_test_util.h"
 #include "fieldprint/attention_cuda.h"
+#include "cuda_test_util.h"
 
 namespace fp {
 namespace {
@@ -28,9 +29,6 @@ using testing::Case;
 using testing::CaseSpec;
 using testing::DecodeDeviceCase;
 using testing::OracleOut;
-
-#define SKIP_WITHOUT_GPU() \
-  if (!testing::HaveGpu()) GTEST_SKIP() << "no CUDA device"
 
 uint64_t BaseSeed() {
   if (const char* s = std::getenv("FP_TEST_SEED")) return std::strtoull(s, nullptr, 10);

@@ -21,19 +21,13 @@
 #include "attention_oracle.h"
 #include "core/cuda_check.h"
 #include "fieldprint/attention_cuda.h"
+#include "cuda_test_util.h"
 
 namespace fp {
 namespace {
 
 using testing::Case;
 using testing::CaseSpec;
-
-bool HaveGpu() {
-  int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-}
-#define SKIP_WITHOUT_GPU() \
-  if (!HaveGpu()) GTEST_SKIP() << "no CUDA device"
 
 DeviceBuffer Upload(const void* src, size_t bytes) {
   auto r = DeviceBuffer::Allocate(std::max<size_t>(bytes, 16));

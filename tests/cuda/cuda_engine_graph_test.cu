@@ -16,17 +16,10 @@
 #include <vector>
 
 #include "fieldprint/cuda_engine.h"
+#include "cuda_test_util.h"
 
 namespace fp {
 namespace {
-
-bool HaveGpu() {
-  int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-}
-
-#define SKIP_WITHOUT_GPU() \
-  if (!HaveGpu()) GTEST_SKIP() << "no CUDA device"
 
 ModelConfig Tiny(int head_dim) {
   ModelConfig c;

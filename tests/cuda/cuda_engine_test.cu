@@ -20,17 +20,10 @@
 #include "fieldprint/cuda_engine.h"
 #include "fieldprint/engine.h"
 #include "fieldprint/llama_weights.h"
+#include "cuda_test_util.h"
 
 namespace fp {
 namespace {
-
-bool HaveGpu() {
-  int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-}
-
-#define SKIP_WITHOUT_GPU() \
-  if (!HaveGpu()) GTEST_SKIP() << "no CUDA device"
 
 ModelConfig TinyConfig() {
   ModelConfig c;

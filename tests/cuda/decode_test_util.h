@@ -14,13 +14,9 @@
 #include "attention_oracle.h"
 #include "core/cuda_check.h"
 #include "fieldprint/attention.h"
+#include "cuda_test_util.h"
 
 namespace fp::testing {
-
-inline bool HaveGpu() {
-  int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-}
 
 inline DeviceBuffer UploadBytes(const void* src, size_t bytes) {
   auto r = DeviceBuffer::Allocate(std::max<size_t>(bytes, 16));

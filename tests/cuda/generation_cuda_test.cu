@@ -31,17 +31,10 @@
 #include "fieldprint/generation.h"
 #include "fieldprint/gguf.h"
 #include "fieldprint/llama_weights.h"
+#include "cuda_test_util.h"
 
 namespace fp {
 namespace {
-
-bool HaveGpu() {
-  int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-}
-
-#define SKIP_WITHOUT_GPU() \
-  if (!HaveGpu()) GTEST_SKIP() << "no CUDA device"
 
 struct Models {
   std::vector<uint8_t> gguf;  // the file both engines bind (FromBuffer does not copy): outlives them

@@ -11,20 +11,10 @@
 
 #include "fieldprint/tree_hash.h"
 #include "fieldprint/tree_hash_cuda.h"
+#include "cuda_test_util.h"
 
 namespace fp {
 namespace {
-
-bool HaveGpu() {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    cudaGetLastError();
-    return false;
-  }
-  return n > 0;
-}
-#define SKIP_WITHOUT_GPU() \
-  if (!HaveGpu()) GTEST_SKIP() << "no CUDA device"
 
 #define ASSERT_CUDA(x) ASSERT_EQ((x), cudaSuccess) << #x
 

@@ -12,22 +12,12 @@
 #include "fieldprint/page_digest.h"
 #include "fieldprint/tree_hash_cuda.h"
 #include "verifier_harness.h"
+#include "cuda_test_util.h"
 
 namespace fp {
 namespace {
 
 using testing::VerifierHarness;
-
-bool GpuPresent() {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return false;
-  }
-  return n > 0;
-}
-#define SKIP_WITHOUT_GPU() \
-  if (!GpuPresent()) GTEST_SKIP() << "no CUDA device"
 
 // Device staging for the harness: a synchronous copy into one reusable device buffer.
 struct DeviceStage {
