@@ -30,23 +30,7 @@ Matrix MakeMatrix(WeightType t, int64_t rows, int64_t cols, std::mt19937& rng) {
   for (int64_t r = 0; r < rows; ++r) {
     for (auto& v : row) v = nd(rng);
     uint8_t* dst = m.bytes.data() + rb * static_cast<size_t>(r);
-    switch (t) {
-      case WeightType::kF32:
-        std::memcpy(dst, row.data(), rb);
-        break;
-      case WeightType::kF16:
-        for (int64_t i = 0; i < cols; ++i) {
-          const uint16_t h = FloatToF16(row[static_cast<size_t>(i)]).bits;
-          std::memcpy(dst + 2 * i, &h, 2);
-        }
-        break;
-      case WeightType::kQ8_0:
-        QuantizeRowQ8_0(row.data(), cols, dst);
-        break;
-      case WeightType::kQ4_1:
-        QuantizeRowQ4_1(row.data(), cols, dst);
-        break;
-    }
+    EncodeWeightRow(t, row.data(), cols, dst);
   }
   m.w = WeightMatrix{t, rows, cols, m.bytes.data(), rb};
   return m;

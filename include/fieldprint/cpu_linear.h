@@ -7,7 +7,7 @@
 // of W are split across the pool; for a matrix (prefill) each weight row is reused for every token while it
 // is in L1. The choice "quantised vs dequantised to f32 on load" was made by measurement: see docs/engine.md.
 // defines: WeightType, WeightMatrix, Q8Activations, QuantizeActivations, LinearCpu, DotRowReference,
-//          QuantizeRowQ4_1, QuantizeRowQ8_0, DequantizeRow, kQuantBlock
+//          QuantizeRowQ4_1, QuantizeRowQ8_0, EncodeWeightRow, DequantizeRow, kQuantBlock
 #pragma once
 
 #include <cstddef>
@@ -67,6 +67,8 @@ Status DequantizeRow(const WeightMatrix& w, int64_t r, float* out);
 // Quantisers (the inverse of DequantizeRow) for tests and random weights. x: [cols], cols % 32 == 0.
 void QuantizeRowQ4_1(const float* x, int64_t cols, uint8_t* out);  // out: [WeightRowBytes(kQ4_1, cols)]
 void QuantizeRowQ8_0(const float* x, int64_t cols, uint8_t* out);  // out: [WeightRowBytes(kQ8_0, cols)]
+// Stores one row of `cols` floats in type t (f16 rounded to nearest even, block formats quantised).
+void EncodeWeightRow(WeightType t, const float* row, int64_t cols, uint8_t* out);  // out: [WeightRowBytes(t, cols)]
 
 // Which SIMD path LinearCpu uses on this CPU: "avx512vnni", "avx2" or "scalar". Tests may force one.
 const char* LinearKernelName();

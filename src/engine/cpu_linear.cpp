@@ -109,6 +109,26 @@ const char* WeightTypeName(WeightType t) {
   return "?";
 }
 
+void EncodeWeightRow(WeightType t, const float* row, int64_t cols, uint8_t* out) {
+  switch (t) {
+    case WeightType::kF32:
+      std::memcpy(out, row, static_cast<size_t>(cols) * 4);
+      break;
+    case WeightType::kF16:
+      for (int64_t i = 0; i < cols; ++i) {
+        const uint16_t h = FloatToF16(row[i]).bits;
+        std::memcpy(out + 2 * i, &h, 2);
+      }
+      break;
+    case WeightType::kQ8_0:
+      QuantizeRowQ8_0(row, cols, out);
+      break;
+    case WeightType::kQ4_1:
+      QuantizeRowQ4_1(row, cols, out);
+      break;
+  }
+}
+
 size_t WeightRowBytes(WeightType t, int64_t cols) {
   const auto c = static_cast<size_t>(cols);
   switch (t) {

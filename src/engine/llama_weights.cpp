@@ -179,23 +179,7 @@ Result<LlamaWeights> LlamaWeights::Random(const ModelConfig& config, uint64_t se
     for (int64_t r = 0; r < rows; ++r) {
       for (auto& x : row) x = a * rng.Uniform();
       uint8_t* dst = bytes.data() + rb * static_cast<size_t>(r);
-      switch (type) {
-        case WeightType::kF32:
-          std::memcpy(dst, row.data(), rb);
-          break;
-        case WeightType::kF16:
-          for (int64_t i = 0; i < cols; ++i) {
-            const uint16_t h = FloatToF16(row[static_cast<size_t>(i)]).bits;
-            std::memcpy(dst + 2 * i, &h, 2);
-          }
-          break;
-        case WeightType::kQ8_0:
-          QuantizeRowQ8_0(row.data(), cols, dst);
-          break;
-        case WeightType::kQ4_1:
-          QuantizeRowQ4_1(row.data(), cols, dst);
-          break;
-      }
+      EncodeWeightRow(type, row.data(), cols, dst);
     }
     return w.Own(std::move(bytes), type, rows, cols);
   };

@@ -4,9 +4,12 @@
 // (chunk); the CTA then reduces its group to one node in shared memory. Level-wise pairing with an odd last
 // node promoted never pairs across an aligned power-of-two group, so a group's root is exactly the tree's
 // node at level log2(kLeafGroup) (the last, short group included).
-// Passes 1.. (ReduceKernel): one CTA per aligned group of kReduceGroup nodes of one item; each thread pairs
-// two nodes from global memory, then the CTA reduces in shared memory. An item whose pass has one group
-// writes its root. Items are mapped to CTAs through per-pass group prefix sums (binary search per CTA); an
+// Fused finish: for an item of 2..kLeafGroup groups, each CTA counts itself done on a per-item counter and the
+// last one reduces the item's group roots to its root (same pairing: the groups are the aligned level-7
+// nodes), so such items (up to kLeafGroup^2 leaves: a 2 MiB page, 64 MiB at 4 KiB) need no further launch.
+// Passes 1.. (ReduceKernel), only for larger items: one CTA per aligned group of kReduceGroup nodes of one
+// item; each thread pairs two nodes from global memory, then the CTA reduces in shared memory. An item whose
+// pass has one group writes its root. Items are mapped to CTAs through per-pass group prefix sums (binary search per CTA); an
 // item with no leaves gets one empty group whose root is SHA-256("").
 // Host work is in Plan (layout into a pinned blob); Run uploads it and enqueues the passes.
 #include <cuda_runtime.h>
@@ -49,6 +52,7 @@ struct PassParams {
   const uint32_t* in_nodes;   // [sum in_count, 8] state words (ReduceKernel)
   uint32_t* out_nodes;        // [num_groups, 8] state words of each group's root
   uint8_t* roots;             // [num_items, 32] final digests
+  uint32_t* done_groups;      // [num_items] fused-finish counters; 0 between runs (the last CTA resets)
   uint64_t num_items;
 };
 struct LeafParams {
@@ -152,6 +156,32 @@ __global__ void __launch_bounds__(kLeafGroup, kLeafMinBlocks) LeafKernel(const _
   const int m = static_cast<int>(min(uint64_t{kLeafGroup}, n_leaves - min(n_leaves, group * kLeafGroup)));
   CtaReduce<kLeafGroup>(s, st, m);
   EmitRoot<kLeafGroup>(p, s, item, group);
+  const uint64_t groups = p.group_off[item + 1] - p.group_off[item];
+  if (groups == 1 || groups > kLeafGroup) return;  // uniform per CTA
+  // Fused finish (threadfence-reduction pattern): publish this group's node, then count; the last CTA of
+  // the item sees every node after its own fence and reduces them.
+  __shared__ bool last;
+  if (threadIdx.x == 0) {
+    __threadfence();
+    last = atomicAdd(p.done_groups + item, 1u) == groups - 1;
+  }
+  __syncthreads();  // also orders CtaReduce's reads of s before the reuse below
+  if (!last) return;
+  __threadfence();
+  const int g = static_cast<int>(groups);
+  if (static_cast<int>(threadIdx.x) < g) {
+    const uint32_t* in = p.out_nodes + 8 * (p.group_off[item] + threadIdx.x);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) st[k] = __ldcg(in + k);  // L2: other CTAs wrote these
+  }
+  CtaReduce<kLeafGroup>(s, st, g);
+  if (threadIdx.x == 0) {
+    uint32_t r[8];
+#pragma unroll
+    for (int k = 0; k < 8; ++k) r[k] = s[k][0];
+    sd::StoreDigest(r, p.roots + 32 * item);
+    p.done_groups[item] = 0;  // ready for the next Run (stream-ordered)
+  }
 }
 
 __global__ void __launch_bounds__(kReduceThreads) ReduceKernel(const __grid_constant__ PassParams p) {
@@ -233,6 +263,8 @@ struct GpuTreeHasher::Impl {
   size_t d_nodes_cap[2] = {0, 0};
   std::unique_ptr<uint8_t, DevFree<uint8_t>> d_roots;  // [num_items, 32]
   size_t d_roots_cap = 0;
+  std::unique_ptr<uint32_t, DevFree<uint32_t>> d_done;  // [num_items] fused-finish counters, zeroed once
+  size_t d_done_cap = 0;
   cudaEvent_t uploaded = nullptr;  // staging may be overwritten once this fires
   cudaEvent_t done = nullptr;      // device buffers may be freed once this fires
   bool planned = false;
@@ -336,7 +368,9 @@ Status GpuTreeHasher::Plan(std::span<const GpuHashItem> items) {
       else if (count[i] > 1) groups = (count[i] + g - 1) / g;
       in_off[i] = acc;
       acc += groups;
-      count[i] = groups == 1 ? 0 : groups;  // one group: the root is written, the item is done
+      // Done after this pass: one group (its root is written), or pass 0 of <= kLeafGroup groups (fused).
+      const bool done = groups == 1 || (pass == 0 && groups <= kLeafGroup);
+      count[i] = done ? 0 : groups;
       more = more || count[i] > 1;
     }
     b[L.group_off + I] = acc;
@@ -383,6 +417,17 @@ Status GpuTreeHasher::Plan(std::span<const GpuHashItem> items) {
     m.d_roots.reset(dp);
     m.d_roots_cap = I;
   }
+  if (I > m.d_done_cap) {
+    FP_CUDA_RETURN(cudaEventSynchronize(m.done));
+    uint32_t* dp = nullptr;
+    m.d_done.reset();
+    m.d_done_cap = 0;
+    FP_CUDA_RETURN(cudaMalloc(&dp, I * 4));
+    m.d_done.reset(dp);
+    FP_CUDA_RETURN(cudaMemset(dp, 0, I * 4));  // kernels keep it zero between runs
+    FP_CUDA_RETURN(cudaDeviceSynchronize());     // Run's stream may not sync with the legacy stream
+    m.d_done_cap = I;
+  }
   std::copy(b.begin(), b.end(), m.staging.get());
   m.planned = true;
   return Status::Ok();
@@ -406,6 +451,7 @@ Status GpuTreeHasher::Run(CUstream_st* stream, Digest* out) {
     pp.in_nodes = p == 0 ? nullptr : m.d_nodes[(p - 1) % 2].get();
     pp.out_nodes = m.d_nodes[p % 2].get();
     pp.roots = m.d_roots.get();
+    pp.done_groups = m.d_done.get();
     pp.num_items = m.num_items;
     if (L.num_groups == 0) continue;
     if (L.num_groups > 0x7fffffffu) return InvalidArgument("GpuTreeHasher::Run: too many groups for one grid");

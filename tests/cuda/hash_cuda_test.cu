@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -183,6 +184,50 @@ TEST(HashCuda, TreeRootsEverySizeClassTo256MiB) {
   for (size_t n = 4096; n <= (size_t{256} << 20); n *= 4) sizes.push_back(n + rng() % 1000);
   for (size_t n : sizes) CheckOne(n, rng() % 2 == 0 ? 0 : 1 + rng() % 15, c, rng);
   CheckOne(3 * 1024 * 1024 + 11, 5, 1024, rng);
+}
+
+// Items of k*S-1, k*S, k*S+1 leaves for the leaf-CTA subtree S = 128, k from 1 to 129: k <= 128 groups end
+// in the fused last-CTA finish, k = 128 * 128 + 1 leaves is the first that needs a reduce pass. One batch
+// mixes both (and an empty item), run twice on one hasher: the second run checks the counters were reset.
+TEST(HashCuda, TreeRootsAroundCtaSubtreeBoundaries) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937_64 rng(std::random_device{}());
+  const size_t chunk = 256, S = 128;
+  std::vector<size_t> leaves = {0};
+  for (size_t k : {1, 2, 3, 127, 128, 129}) {
+    for (size_t d : {k * S - 1, k * S, k * S + 1}) leaves.push_back(d);
+  }
+  std::vector<std::vector<uint8_t>> host(leaves.size());
+  std::vector<ByteSegment> dev_segs(leaves.size()), host_segs(leaves.size());
+  std::vector<std::unique_ptr<DevBuf>> bufs;
+  for (size_t i = 0; i < leaves.size(); ++i) {
+    // Last chunk short by a random amount (still one leaf).
+    const size_t n = leaves[i] == 0 ? 0 : leaves[i] * chunk - rng() % chunk;
+    host[i].resize(n);
+    FillRandom(host[i], rng);
+    bufs.push_back(std::make_unique<DevBuf>(n));
+    if (n > 0) ASSERT_CUDA(cudaMemcpy(bufs.back()->p, host[i].data(), n, cudaMemcpyHostToDevice));
+    dev_segs[i] = {bufs.back()->p, n};
+    host_segs[i] = {host[i].data(), n};
+  }
+  std::vector<GpuHashItem> items(leaves.size());
+  for (size_t i = 0; i < leaves.size(); ++i) items[i].segments = {&dev_segs[i], 1};
+  auto h = GpuTreeHasher::Create(chunk);
+  ASSERT_TRUE(h.ok());
+  Digest* out = nullptr;
+  ASSERT_CUDA(cudaMallocHost(&out, items.size() * 32));
+  for (int run = 0; run < 2; ++run) {
+    for (size_t i = 0; i < items.size(); ++i) out[i] = Poison();
+    ASSERT_TRUE((*h)->Plan(items).ok());
+    ASSERT_TRUE((*h)->Run(nullptr, out).ok());
+    ASSERT_CUDA(cudaDeviceSynchronize());
+    for (size_t i = 0; i < items.size(); ++i) {
+      auto want = TreeHashCpu({&host_segs[i], 1}, chunk, 0);
+      ASSERT_TRUE(want.ok());
+      ASSERT_EQ(out[i], want.value()) << "run " << run << " leaves " << leaves[i];
+    }
+  }
+  cudaFreeHost(out);
 }
 
 TEST(HashCuda, TreeRootOneGiB) {
