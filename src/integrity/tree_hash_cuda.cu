@@ -121,6 +121,38 @@ __device__ void EmitRoot(const PassParams& p, uint32_t (&s)[8][kThreads], uint64
   }
 }
 
+// Fused finish of a LeafKernel CTA (see top): the last CTA of an item of 2..kLeafGroup groups reduces the
+// item's group roots to its root. Not inlined: keeps LeafKernel's hash loop within its register cap.
+__device__ __noinline__ void FusedFinish(const PassParams& p, uint32_t (&s)[8][kLeafGroup], uint64_t item) {
+  const uint64_t groups = p.group_off[item + 1] - p.group_off[item];
+  if (groups == 1 || groups > kLeafGroup) return;  // uniform per CTA
+  // Fused finish (threadfence-reduction pattern): publish this group's node, then count; the last CTA of
+  // the item sees every node after its own fence and reduces them.
+  __shared__ bool last;
+  uint32_t st[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  if (threadIdx.x == 0) {
+    __threadfence();
+    last = atomicAdd(p.done_groups + item, 1u) == groups - 1;
+  }
+  __syncthreads();  // also orders CtaReduce's reads of s before the reuse below
+  if (!last) return;
+  __threadfence();
+  const int g = static_cast<int>(groups);
+  if (static_cast<int>(threadIdx.x) < g) {
+    const uint32_t* in = p.out_nodes + 8 * (p.group_off[item] + threadIdx.x);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) st[k] = __ldcg(in + k);  // L2: other CTAs wrote these
+  }
+  CtaReduce<kLeafGroup>(s, st, g);
+  if (threadIdx.x == 0) {
+    uint32_t r[8];
+#pragma unroll
+    for (int k = 0; k < 8; ++k) r[k] = s[k][0];
+    sd::StoreDigest(r, p.roots + 32 * item);
+    p.done_groups[item] = 0;  // ready for the next Run (stream-ordered)
+  }
+}
+
 __global__ void __launch_bounds__(kLeafGroup, kLeafMinBlocks) LeafKernel(const __grid_constant__ LeafParams lp) {
   __shared__ uint32_t s[8][kLeafGroup];
   const PassParams& p = lp.pass;
@@ -156,32 +188,7 @@ __global__ void __launch_bounds__(kLeafGroup, kLeafMinBlocks) LeafKernel(const _
   const int m = static_cast<int>(min(uint64_t{kLeafGroup}, n_leaves - min(n_leaves, group * kLeafGroup)));
   CtaReduce<kLeafGroup>(s, st, m);
   EmitRoot<kLeafGroup>(p, s, item, group);
-  const uint64_t groups = p.group_off[item + 1] - p.group_off[item];
-  if (groups == 1 || groups > kLeafGroup) return;  // uniform per CTA
-  // Fused finish (threadfence-reduction pattern): publish this group's node, then count; the last CTA of
-  // the item sees every node after its own fence and reduces them.
-  __shared__ bool last;
-  if (threadIdx.x == 0) {
-    __threadfence();
-    last = atomicAdd(p.done_groups + item, 1u) == groups - 1;
-  }
-  __syncthreads();  // also orders CtaReduce's reads of s before the reuse below
-  if (!last) return;
-  __threadfence();
-  const int g = static_cast<int>(groups);
-  if (static_cast<int>(threadIdx.x) < g) {
-    const uint32_t* in = p.out_nodes + 8 * (p.group_off[item] + threadIdx.x);
-#pragma unroll
-    for (int k = 0; k < 8; ++k) st[k] = __ldcg(in + k);  // L2: other CTAs wrote these
-  }
-  CtaReduce<kLeafGroup>(s, st, g);
-  if (threadIdx.x == 0) {
-    uint32_t r[8];
-#pragma unroll
-    for (int k = 0; k < 8; ++k) r[k] = s[k][0];
-    sd::StoreDigest(r, p.roots + 32 * item);
-    p.done_groups[item] = 0;  // ready for the next Run (stream-ordered)
-  }
+  FusedFinish(p, s, item);
 }
 
 __global__ void __launch_bounds__(kReduceThreads) ReduceKernel(const __grid_constant__ PassParams p) {
