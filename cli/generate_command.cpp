@@ -18,6 +18,7 @@
 #include "fieldprint/generation.h"
 #include "fieldprint/llama_weights.h"
 #include "fieldprint/tokenizer.h"
+#include "fieldprint/transcript.h"
 
 namespace fp::cli {
 
@@ -42,6 +43,8 @@ struct GenerateArgs {
   bool verified_only = false;
   float gamma = 0.f;
   std::string weights = "quantized";
+  std::string transcript;  // write a verifiable transcript here (CPU, verification on)
+  std::string sign_key;    // Ed25519 PEM private key to sign it with
 };
 
 // CLI11 prints nothing for a RuntimeError, so the reason goes to stderr first.
@@ -57,6 +60,15 @@ int Run(const GenerateArgs& a) {
   const bool cuda = *device == Device::kCuda;
   auto mode = ParseVerifyMode(a.verify);
   if (!mode.ok()) Fail(mode.status());
+  if (!a.transcript.empty()) {
+    // The CUDA forward is not batch invariant (engine_backend.h): a one-prefill replay would not match.
+    if (cuda) Fail(Unimplemented("--transcript: CUDA runs do not replay bit for bit; use --device cpu"));
+    if (*mode == VerifyMode::kOff)
+      Fail(InvalidArgument("--transcript needs the run's commits: --verify sync|async|sync-full"));
+    if (a.inject_fault >= 0) Fail(InvalidArgument("--transcript cannot record a run with --inject-fault"));
+  } else if (!a.sign_key.empty()) {
+    Fail(InvalidArgument("--sign-key needs --transcript"));
+  }
   const std::string path = ResolveModelPath(a.model);
   std::fprintf(stderr, "loading %s ... ", path.c_str());
   std::fflush(stderr);
@@ -155,6 +167,17 @@ int Run(const GenerateArgs& a) {
                stats->prefill_seconds, stats->prefill_tok_s());
   std::fprintf(stderr, "decode: %d tokens in %.3f s (%.1f tok/s), stop: %s\n", stats->generated_tokens,
                stats->decode_seconds, stats->decode_tok_s(), stats->stop_reason.c_str());
+  if (!a.transcript.empty()) {
+    auto t = TranscriptFromRun(*cpu_engine, path, a.weights, go, anchor_tokens, prompt, *stats);
+    if (!t.ok()) Fail(t.status());
+    if (!a.sign_key.empty()) {
+      if (Status st = SignTranscript(*t, a.sign_key); !st.ok()) Fail(st);
+    }
+    if (Status st = t->Save(a.transcript); !st.ok()) Fail(st);
+    std::fprintf(stderr, "transcript: %zu commits%s -> %s\n", t->commits.size(),
+                 t->signature ? ", signed" : "",
+                 a.transcript.c_str());
+  }
   if (*mode != VerifyMode::kOff) {
     std::fprintf(stderr,
                  "verify %s: watermark %d of %d KV positions, faults injected %d, rollbacks %d, "
@@ -196,6 +219,9 @@ void RegisterGenerateCommand(CLI::App& app) {
   cmd->add_option("--weights", args->weights,
                   "CPU: quantized (mmap, integer dot) | f32 (widened at load); CUDA: always bf16")
       ->check(CLI::IsMember({"quantized", "f32"}));
+  cmd->add_option("--transcript", args->transcript,
+                  "write a verifiable transcript (JSON) of the run; CPU only, needs --verify != off");
+  cmd->add_option("--sign-key", args->sign_key, "sign the transcript with this Ed25519 PEM private key");
   cmd->callback([args, anchor] {
     args->anchor_set = anchor->count() > 0;
     Run(*args);

@@ -6,6 +6,7 @@
 #include "demo_command.h"
 #include "generate_command.h"
 #include "inspect_command.h"
+#include "verify_command.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"fieldprint: paged + anchor attention with off-critical-path integrity"};
@@ -15,6 +16,14 @@ int main(int argc, char** argv) {
   fp::cli::RegisterDemoCommand(app);
   fp::cli::RegisterGenerateCommand(app);
   fp::cli::RegisterInspectCommand(app);
-  CLI11_PARSE(app, argc, argv);
+  fp::cli::RegisterVerifyCommand(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::RuntimeError& e) {  // a subcommand failed; it has printed why and chosen the code
+    return e.get_exit_code();
+  } catch (const CLI::ParseError& e) {
+    // --help prints and exits 0; every usage error exits 2 (scripts tell "bad input" from "mismatch" = 1).
+    return app.exit(e) == 0 ? 0 : 2;
+  }
   return 0;
 }

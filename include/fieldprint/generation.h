@@ -24,9 +24,12 @@
 #include <string_view>
 #include <vector>
 
+#include "fieldprint/commit_log.h"
 #include "fieldprint/engine.h"
 #include "fieldprint/engine_backend.h"
 #include "fieldprint/sampler.h"
+#include "fieldprint/merkle.h"
+#include "fieldprint/sha256.h"
 #include "fieldprint/status.h"
 #include "fieldprint/tokenizer.h"
 
@@ -59,6 +62,10 @@ struct GenerationStats {
   int32_t kv_length = 0;           // sequence positions in the KV at the end (the last token is not fed)
   std::string stop_reason;         // "end-of-turn", "max-tokens"
   std::vector<int32_t> tokens;     // the generated token ids
+  // With verification on: the sequence's commitments at the end (for transcripts, transcript.h).
+  CommitLog commit_log = CommitLog(16);  // initialised: keeps GenerationStats{} valid (explicit ctor)
+  MerkleTree commit_tree;  // page digests of the last commit
+  Digest anchor_root;
   double prefill_tok_s() const { return prefill_seconds > 0 ? prompt_tokens / prefill_seconds : 0.0; }
   double decode_tok_s() const { return decode_seconds > 0 ? generated_tokens / decode_seconds : 0.0; }
 };

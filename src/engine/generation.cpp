@@ -223,6 +223,13 @@ Result<GenerationStats> Generator::Generate(std::span<const int32_t> prompt, con
       auto wm = ver->VerifiedWatermark(seq);
       if (!wm.ok()) return wm.status();
       stats.verified_watermark = *wm;
+      auto clog = ver->Log(seq);
+      if (!clog.ok()) return clog.status();
+      stats.commit_log = std::move(clog).value();
+      auto tree = ver->Tree(seq);
+      if (!tree.ok()) return tree.status();
+      stats.commit_tree = std::move(tree).value();
+      stats.anchor_root = ver->AnchorRoot();
       FP_RETURN_IF_ERROR(release(false));
     } else {
       FP_RETURN_IF_ERROR(release(true));

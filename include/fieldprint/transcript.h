@@ -1,0 +1,133 @@
+// fieldprint/transcript.h — a verifiable record of one CPU generation, and its teacher-forced replay.
+//
+// A transcript names the model (SHA-256 of the GGUF bytes), every engine setting that changes KV bits (page
+// size, KV dtype, gamma, weights mode, commit policy, hash chunk size), the anchor tokens and root, the
+// sampler and seed, the prompt and generated tokens, and every commit (position, tree size, root, last page
+// digest) of the run's Verifier, with an RFC 6962 consistency proof from each full-page commit to the next.
+// Because the CPU forward is batch invariant (engine.h), ONE prefill over prompt ++ generated reproduces the
+// generation's KV bit for bit, so a verifier recomputes every commit root from scratch and re-samples every
+// generated token from the replayed logits. A provisional (partial page) commit is not a prefix of the later
+// tree, so it carries no proof; its root is still recomputed.
+// Optional Ed25519 signature (OpenSSL) over CanonicalBody() with the public key embedded. The JSON is
+// untrusted input: Parse checks every field and type and never crashes.
+// defines: TranscriptCommit, TranscriptSignature, Transcript, BuildTranscriptCommits, SignTranscript,
+// CheckTranscriptSignature, Sha256File, TranscriptFromRun, ReplayOptions, ReplayReport, ReplayTranscript,
+// VerifyTranscript
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fieldprint/commit_log.h"
+#include "fieldprint/merkle.h"
+#include "fieldprint/sampler.h"
+#include "fieldprint/sha256.h"
+#include "fieldprint/status.h"
+
+namespace fp {
+
+class LlamaEngine;
+struct GenerationOptions;
+struct GenerationStats;
+
+inline constexpr int32_t kTranscriptVersion = 1;
+
+struct TranscriptCommit {
+  int32_t position = 0;
+  uint64_t tree_size = 0;
+  Digest root;
+  Digest last_entry;          // page digest of page tree_size-1 at this commit
+  bool has_proof = false;     // a consistency proof from the previous commit (full-page previous)
+  std::vector<Digest> proof;  // RFC 6962 PROOF(prev.tree_size, tree of this commit)
+  bool operator==(const TranscriptCommit&) const = default;
+};
+
+struct TranscriptSignature {
+  std::vector<uint8_t> public_key;  // [32] raw Ed25519
+  std::vector<uint8_t> signature;   // [64]
+};
+
+struct Transcript {
+  int32_t version = kTranscriptVersion;
+  // Model.
+  std::string model_file;  // base name, informational
+  Digest model_sha256;
+  std::string model_summary;  // ModelConfig::Summary(), informational
+  int32_t n_layers = 0, d_model = 0, n_heads = 0, n_kv_heads = 0, vocab_size = 0;
+  // Engine settings that change the KV bits.
+  std::string device = "cpu";
+  std::string weights = "quantized";  // "quantized" | "f32"
+  std::string kv_dtype = "f32";       // "f32" | "f16" | "bf16"
+  int32_t page_size = 16;
+  float gamma = 0.f;
+  int32_t commit_every = 0;
+  uint64_t chunk_bytes = 4096;
+  // Tokens and sampling.
+  std::vector<int32_t> anchor_tokens;
+  Digest anchor_root;
+  SamplerConfig sampler;
+  std::vector<int32_t> prompt;
+  std::vector<int32_t> generated;
+  std::vector<TranscriptCommit> commits;
+  std::optional<TranscriptSignature> signature;
+
+  // The JSON text (pretty) and its strict parser: InvalidArgument naming the bad field.
+  std::string ToJson() const;
+  static Result<Transcript> Parse(std::string_view json);
+  Status Save(const std::string& path) const;
+  static Result<Transcript> Load(const std::string& path);
+  // What the signature covers: a domain tag, the compact JSON without "signature" (sorted keys) and the
+  // public key in hex.
+  std::string CanonicalBody(std::span<const uint8_t> public_key) const;
+};
+
+// The transcript's commits from the run's commit log and final tree (Verifier::Log / Tree), with proofs.
+// DataLoss when the log does not match the tree.
+Result<std::vector<TranscriptCommit>> BuildTranscriptCommits(const CommitLog& log, const MerkleTree& tree);
+
+// The transcript of a finished CPU run (Generator::Generate with verification on, no fault injection) of
+// `engine` loaded from model_path in `weights_mode`. FailedPrecondition when the run kept no commitments.
+Result<Transcript> TranscriptFromRun(const LlamaEngine& engine, const std::string& model_path,
+                                     const std::string& weights_mode, const GenerationOptions& options,
+                                     std::span<const int32_t> anchor_tokens, std::span<const int32_t> prompt,
+                                     const GenerationStats& stats);
+
+// Signs with the Ed25519 private key in a PEM file (replaces any signature). InvalidArgument for a key that
+// is not Ed25519, IoError for an unreadable file.
+Status SignTranscript(Transcript& t, const std::string& pem_path);
+// Ok when unsigned or the signature verifies; DataLoss when it does not.
+Status CheckTranscriptSignature(const Transcript& t);
+
+Result<Digest> Sha256File(const std::string& path);
+
+struct ReplayOptions {
+  int32_t sample = 0;  // > 0: check only this many commits, chosen by `seed` (the last one always)
+  uint64_t seed = 0;
+  int threads = 0;
+};
+
+struct ReplayReport {
+  bool ok = false;
+  std::string failure;  // what diverged first, empty when ok
+  int64_t first_bad_commit = -1;
+  int32_t commits_checked = 0;
+  int32_t proofs_checked = 0;
+  int32_t tokens_resampled = 0;
+  double replay_seconds = 0.0;
+};
+
+// Teacher-forced replay on `engine` (its page size / dtype / gamma must be the transcript's): builds the
+// anchor, prefills prompt ++ generated[:-1] in one call, recomputes anchor and commit roots and re-samples
+// the generated tokens. Mismatches land in the report (ok = false); bad input is a Status.
+Result<ReplayReport> ReplayTranscript(const Transcript& t, LlamaEngine& engine, const ReplayOptions& options);
+
+// Everything: the signature, the model digest of `model_path`, the consistency proofs, then the replay on a
+// CPU engine built from the file with the transcript's settings.
+Result<ReplayReport> VerifyTranscript(const Transcript& t, const std::string& model_path,
+                                      const ReplayOptions& options);
+
+}  // namespace fp
