@@ -30,7 +30,7 @@ Matrix MakeMatrix(WeightType t, int64_t rows, int64_t cols, std::mt19937& rng) {
   for (int64_t r = 0; r < rows; ++r) {
     for (auto& v : row) v = nd(rng);
     uint8_t* dst = m.bytes.data() + rb * static_cast<size_t>(r);
-    EncodeWeightRow(t, row.data(), cols, dst);
+    EXPECT_TRUE(EncodeWeightRow(t, row.data(), cols, dst).ok());
   }
   m.w = WeightMatrix{t, rows, cols, m.bytes.data(), rb};
   return m;
@@ -127,8 +127,7 @@ TEST(LinearQuantTest, QuantiserRoundTripWithinHalfStep) {
   for (auto& v : x) v = ud(rng);
   for (WeightType t : {WeightType::kQ4_1, WeightType::kQ8_0}) {
     std::vector<uint8_t> bytes(WeightRowBytes(t, 128));
-    if (t == WeightType::kQ4_1) QuantizeRowQ4_1(x.data(), 128, bytes.data());
-    if (t == WeightType::kQ8_0) QuantizeRowQ8_0(x.data(), 128, bytes.data());
+    ASSERT_TRUE(EncodeWeightRow(t, x.data(), 128, bytes.data()).ok());
     const WeightMatrix w{t, 1, 128, bytes.data(), bytes.size()};
     ASSERT_TRUE(DequantizeRow(w, 0, back.data()).ok());
     for (int b = 0; b < 4; ++b) {

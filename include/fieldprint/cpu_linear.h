@@ -7,13 +7,14 @@
 // of W are split across the pool; for a matrix (prefill) each weight row is reused for every token while it
 // is in L1. The choice "quantised vs dequantised to f32 on load" was made by measurement: see docs/engine.md.
 // defines: WeightType, WeightMatrix, Q8Activations, QuantizeActivations, LinearCpu, DotRowReference,
-//          QuantizeRowQ4_1, QuantizeRowQ8_0, EncodeWeightRow, DequantizeRow, kQuantBlock
+//          GgmlTypeOf, EncodeWeightRow, DequantizeRow, kQuantBlock
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <vector>
 
+#include "fieldprint/gguf.h"
 #include "fieldprint/status.h"
 #include "fieldprint/thread_pool.h"
 
@@ -64,11 +65,11 @@ Status LinearCpuQ8(const WeightMatrix& w, const Q8Activations& xq, const float* 
 // Row r of W widened to floats (out: [w.cols]). OutOfRange for a bad row.
 Status DequantizeRow(const WeightMatrix& w, int64_t r, float* out);
 
-// Quantisers (the inverse of DequantizeRow) for tests and random weights. x: [cols], cols % 32 == 0.
-void QuantizeRowQ4_1(const float* x, int64_t cols, uint8_t* out);  // out: [WeightRowBytes(kQ4_1, cols)]
-void QuantizeRowQ8_0(const float* x, int64_t cols, uint8_t* out);  // out: [WeightRowBytes(kQ8_0, cols)]
-// Stores one row of `cols` floats in type t (f16 rounded to nearest even, block formats quantised).
-void EncodeWeightRow(WeightType t, const float* row, int64_t cols, uint8_t* out);  // out: [WeightRowBytes(t, cols)]
+// The GGUF type with this kernel type's layout (the formats and their (de)quantisers live in model/quant.h).
+GgmlType GgmlTypeOf(WeightType t);
+// Stores one row of `cols` floats in type t (f16 rounded to nearest even, block formats quantised by
+// model/quant.h's reference quantisers; cols % 32 == 0 for the block types). out: [WeightRowBytes(t, cols)]
+Status EncodeWeightRow(WeightType t, const float* row, int64_t cols, uint8_t* out);
 
 // Which SIMD path LinearCpu uses on this CPU: "avx512vnni", "avx2" or "scalar". Tests may force one.
 const char* LinearKernelName();

@@ -10,6 +10,7 @@
 
 #include "cpu_linear_blocks.h"
 #include "fieldprint/dtype.h"
+#include "fieldprint/quant.h"
 
 namespace fp {
 
@@ -109,24 +110,22 @@ const char* WeightTypeName(WeightType t) {
   return "?";
 }
 
-void EncodeWeightRow(WeightType t, const float* row, int64_t cols, uint8_t* out) {
+GgmlType GgmlTypeOf(WeightType t) {
   switch (t) {
     case WeightType::kF32:
-      std::memcpy(out, row, static_cast<size_t>(cols) * 4);
-      break;
+      return GgmlType::kF32;
     case WeightType::kF16:
-      for (int64_t i = 0; i < cols; ++i) {
-        const uint16_t h = FloatToF16(row[i]).bits;
-        std::memcpy(out + 2 * i, &h, 2);
-      }
-      break;
+      return GgmlType::kF16;
     case WeightType::kQ8_0:
-      QuantizeRowQ8_0(row, cols, out);
-      break;
+      return GgmlType::kQ8_0;
     case WeightType::kQ4_1:
-      QuantizeRowQ4_1(row, cols, out);
-      break;
+      return GgmlType::kQ4_1;
   }
+  return GgmlType::kF32;
+}
+
+Status EncodeWeightRow(WeightType t, const float* row, int64_t cols, uint8_t* out) {
+  return QuantizeRow(GgmlTypeOf(t), row, out, cols);
 }
 
 size_t WeightRowBytes(WeightType t, int64_t cols) {
@@ -264,74 +263,7 @@ Status DequantizeRow(const WeightMatrix& w, int64_t r, float* out) {
     return OutOfRange("row " + std::to_string(r) + " outside [0, " + std::to_string(w.rows) + ")");
   }
   if (out == nullptr) return InvalidArgument("dequantize: null output");
-  const uint8_t* row = w.data + static_cast<size_t>(r) * w.row_bytes;
-  const int64_t nb = w.cols / kQuantBlock;
-  switch (w.type) {
-    case WeightType::kF32:
-      std::memcpy(out, row, w.row_bytes);
-      break;
-    case WeightType::kF16: {
-      const auto* h = reinterpret_cast<const uint16_t*>(row);
-      for (int64_t i = 0; i < w.cols; ++i) out[i] = H2F(h[i]);
-      break;
-    }
-    case WeightType::kQ8_0: {
-      const auto* b = reinterpret_cast<const BlockQ8_0*>(row);
-      for (int64_t i = 0; i < nb; ++i) {
-        const float d = H2F(b[i].d);
-        for (int j = 0; j < kQuantBlock; ++j) out[i * kQuantBlock + j] = d * b[i].qs[j];
-      }
-      break;
-    }
-    case WeightType::kQ4_1: {
-      const auto* b = reinterpret_cast<const BlockQ4_1*>(row);
-      for (int64_t i = 0; i < nb; ++i) {
-        const float d = H2F(b[i].d), m = H2F(b[i].m);
-        for (int j = 0; j < kQuantBlock / 2; ++j) {
-          out[i * kQuantBlock + j] = d * (b[i].qs[j] & 0x0f) + m;
-          out[i * kQuantBlock + j + kQuantBlock / 2] = d * (b[i].qs[j] >> 4) + m;
-        }
-      }
-      break;
-    }
-  }
-  return Status::Ok();
-}
-
-void QuantizeRowQ4_1(const float* x, int64_t cols, uint8_t* out) {
-  auto* b = reinterpret_cast<BlockQ4_1*>(out);
-  for (int64_t i = 0; i < cols / kQuantBlock; ++i) {
-    const float* xb = x + i * kQuantBlock;
-    float lo = xb[0], hi = xb[0];
-    for (int j = 1; j < kQuantBlock; ++j) {
-      lo = std::min(lo, xb[j]);
-      hi = std::max(hi, xb[j]);
-    }
-    const float d = (hi - lo) / 15.f;
-    const float inv = d > 0.f ? 1.f / d : 0.f;
-    b[i].d = F2H(d);
-    b[i].m = F2H(lo);
-    for (int j = 0; j < kQuantBlock / 2; ++j) {
-      const int q0 = std::clamp(static_cast<int>(std::nearbyint((xb[j] - lo) * inv)), 0, 15);
-      const int q1 = std::clamp(static_cast<int>(std::nearbyint((xb[j + 16] - lo) * inv)), 0, 15);
-      b[i].qs[j] = static_cast<uint8_t>(q0 | (q1 << 4));
-    }
-  }
-}
-
-void QuantizeRowQ8_0(const float* x, int64_t cols, uint8_t* out) {
-  auto* b = reinterpret_cast<BlockQ8_0*>(out);
-  for (int64_t i = 0; i < cols / kQuantBlock; ++i) {
-    const float* xb = x + i * kQuantBlock;
-    float amax = 0.f;
-    for (int j = 0; j < kQuantBlock; ++j) amax = std::max(amax, std::fabs(xb[j]));
-    const float d = amax / 127.f;
-    const float inv = d > 0.f ? 1.f / d : 0.f;
-    b[i].d = F2H(d);
-    for (int j = 0; j < kQuantBlock; ++j) {
-      b[i].qs[j] = static_cast<int8_t>(std::clamp(static_cast<int>(std::nearbyint(xb[j] * inv)), -127, 127));
-    }
-  }
+  return DequantizeRow(GgmlTypeOf(w.type), w.data + static_cast<size_t>(r) * w.row_bytes, out, w.cols);
 }
 
 }  // namespace fp

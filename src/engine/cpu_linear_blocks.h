@@ -1,28 +1,19 @@
-// src/engine/cpu_linear_blocks.h — the on-disk GGUF block layouts the CPU linear kernels read, and the kernel
-// table they are dispatched through (private to src/engine).
+// src/engine/cpu_linear_blocks.h — the GGUF block layouts the CPU linear kernels read (from model/quant.h), and
+// the kernel table they are dispatched through (private to src/engine).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 
 #include "fieldprint/cpu_linear.h"
+#include "fieldprint/quant.h"
 
 namespace fp::detail {
 
-// ggml's Q4_1: value = d * q + m, q in [0, 15]; qs[j] holds element j (low nibble) and j + 16 (high nibble).
-struct BlockQ4_1 {
-  uint16_t d;  // f16
-  uint16_t m;  // f16
-  uint8_t qs[kQuantBlock / 2];
-};
-static_assert(sizeof(BlockQ4_1) == 20, "Q4_1 block is 20 bytes on disk");
-
-// ggml's Q8_0: value = d * q, q in [-127, 127].
-struct BlockQ8_0 {
-  uint16_t d;  // f16
-  int8_t qs[kQuantBlock];
-};
-static_assert(sizeof(BlockQ8_0) == 34, "Q8_0 block is 34 bytes on disk");
+// The on-disk block layouts are model/quant.h's (one definition of each ggml format).
+using ::fp::BlockQ4_1;
+using ::fp::BlockQ8_0;
+static_assert(sizeof(BlockQ4_1::qs) * 2 == kQuantBlock && sizeof(BlockQ8_0::qs) == kQuantBlock);
 
 using Q8Block = Q8Activations::Block;
 

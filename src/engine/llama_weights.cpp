@@ -170,6 +170,7 @@ Result<LlamaWeights> LlamaWeights::Random(const ModelConfig& config, uint64_t se
   w.config_ = config;
   Rng rng{seed};
   std::vector<float> row;
+  Status encoded;  // the first encoding error, reported once every matrix is made
   // Uniform(-a, a) with a = sqrt(3 / cols) has variance 1 / cols: a unit-variance input gives unit outputs.
   auto make = [&](int64_t rows, int64_t cols, float gain) {
     const float a = gain * std::sqrt(3.f / static_cast<float>(cols));
@@ -179,7 +180,7 @@ Result<LlamaWeights> LlamaWeights::Random(const ModelConfig& config, uint64_t se
     for (int64_t r = 0; r < rows; ++r) {
       for (auto& x : row) x = a * rng.Uniform();
       uint8_t* dst = bytes.data() + rb * static_cast<size_t>(r);
-      EncodeWeightRow(type, row.data(), cols, dst);
+      if (Status st = EncodeWeightRow(type, row.data(), cols, dst); !st.ok() && encoded.ok()) encoded = st;
     }
     return w.Own(std::move(bytes), type, rows, cols);
   };
@@ -201,6 +202,7 @@ Result<LlamaWeights> LlamaWeights::Random(const ModelConfig& config, uint64_t se
     L.w_up = make(c.d_ff, c.d_model, 1.f);
     L.w_down = make(c.d_model, c.d_ff, 0.5f);
   }
+  FP_RETURN_IF_ERROR(encoded);
   return w;
 }
 
