@@ -15,7 +15,9 @@
 #include "fieldprint/cuda_engine.h"
 #include "fieldprint/engine.h"
 #include "fieldprint/engine_backend.h"
+#include "fieldprint/fault_injection.h"
 #include "fieldprint/generation.h"
+#include "fieldprint/head_gamma.h"
 #include "fieldprint/llama_weights.h"
 #include "fieldprint/tokenizer.h"
 #include "fieldprint/transcript.h"
@@ -39,18 +41,33 @@ struct GenerateArgs {
   std::string device = "auto";
   std::string verify = "off";
   int32_t commit_every = 0;
-  int64_t inject_fault = -1;
+  std::string inject_fault;  // KvFaultSpec text (fault_injection.h); empty = none
   bool verified_only = false;
-  float gamma = 0.f;
+  std::string gamma = "0";  // one value, or n_heads comma-separated values (head_gamma.h)
   std::string weights = "quantized";
   std::string transcript;  // write a verifiable transcript here (CPU, verification on)
   std::string sign_key;    // Ed25519 PEM private key to sign it with
+  int32_t fingerprint_top_k = kFingerprintTopK;  // tolerant fingerprints in the transcript (0 = none)
 };
 
 // CLI11 prints nothing for a RuntimeError, so the reason goes to stderr first.
-[[noreturn]] void Fail(const Status& st) {
+[[noreturn]] void Fail(const Status& st, int code = 1) {
   std::fprintf(stderr, "fieldprint generate: %s\n", st.ToString().c_str());
-  throw CLI::RuntimeError(1);
+  throw CLI::RuntimeError(code);
+}
+// Bad input that only the loaded model can reveal (a gamma list of the wrong length, a fault past the last
+// layer): exit 2 like the usage errors CLI11 catches while parsing.
+[[noreturn]] void FailUsage(const Status& st) { Fail(st, 2); }
+
+// A CLI11 check from one of our parsers: the parser's message, or "" when the text is fine.
+template <typename F>
+CLI::Validator ParsedBy(F parse, const std::string& what) {
+  return CLI::Validator(
+      [parse](std::string& text) -> std::string {
+        auto r = parse(text);
+        return r.ok() ? std::string() : r.status().message();
+      },
+      what);
 }
 
 int Run(const GenerateArgs& a) {
@@ -60,12 +77,22 @@ int Run(const GenerateArgs& a) {
   const bool cuda = *device == Device::kCuda;
   auto mode = ParseVerifyMode(a.verify);
   if (!mode.ok()) Fail(mode.status());
+  auto gamma_list = ParseGammaList(a.gamma);  // syntax checked while parsing; the count needs the model
+  if (!gamma_list.ok()) FailUsage(gamma_list.status());
+  KvFaultSpec fault;
+  if (!a.inject_fault.empty()) {
+    auto f = ParseKvFaultSpec(a.inject_fault);
+    if (!f.ok()) FailUsage(f.status());
+    fault = *f;
+  }
   if (!a.transcript.empty()) {
     // The CUDA forward is not batch invariant (engine_backend.h): a one-prefill replay would not match.
     if (cuda) Fail(Unimplemented("--transcript: CUDA runs do not replay bit for bit; use --device cpu"));
     if (*mode == VerifyMode::kOff)
       Fail(InvalidArgument("--transcript needs the run's commits: --verify sync|async|sync-full"));
-    if (a.inject_fault >= 0) Fail(InvalidArgument("--transcript cannot record a run with --inject-fault"));
+    if (fault.step >= 0) Fail(InvalidArgument("--transcript cannot record a run with --inject-fault"));
+    // A transcript records one gamma (transcript.h).
+    if (!IsUniform(*gamma_list)) FailUsage(InvalidArgument("--transcript records one gamma, not a per-head list"));
   } else if (!a.sign_key.empty()) {
     Fail(InvalidArgument("--sign-key needs --transcript"));
   }
@@ -106,6 +133,15 @@ int Run(const GenerateArgs& a) {
                                     all.end());
 
   const ModelConfig config = weights->config();
+  // One value (or a uniform list) stays the scalar option, which transcripts record; a list goes per head.
+  const bool uniform_gamma = IsUniform(*gamma_list);
+  const float gamma = gamma_list->front();
+  std::vector<float> gamma_per_head;
+  if (gamma_list->size() > 1) {
+    auto g = ResolveHeadGammas(0.f, *gamma_list, config.n_heads);  // exactly n_heads values
+    if (!g.ok()) FailUsage(g.status());
+    if (!uniform_gamma) gamma_per_head = std::move(g).value();
+  }
   // The pool holds this one sequence: prompt + generated tokens (the anchor lives outside it).
   const int32_t kv_capacity =
       std::min<int32_t>(config.context_length, static_cast<int32_t>(prompt.size()) + a.max_tokens + 64);
@@ -114,7 +150,8 @@ int Run(const GenerateArgs& a) {
   std::unique_ptr<EngineBackend> engine;
   if (cuda) {
     CudaEngineOptions co;
-    co.gamma = a.gamma;
+    co.gamma = gamma;
+    co.gamma_per_head = gamma_per_head;
     co.kv_capacity = kv_capacity;
     co.max_batch = 1;  // one sequence
     auto e = CudaLlama::FromWeights(*weights, co);
@@ -127,7 +164,8 @@ int Run(const GenerateArgs& a) {
   } else {
     EngineOptions eo;
     eo.num_threads = a.threads;
-    eo.gamma = a.gamma;
+    eo.gamma = gamma;
+    eo.gamma_per_head = gamma_per_head;
     eo.kv_capacity = kv_capacity;
     auto e = LlamaEngine::Create(std::move(weights).value(), eo);
     if (!e.ok()) Fail(e.status());
@@ -138,12 +176,17 @@ int Run(const GenerateArgs& a) {
                  std::chrono::duration<double>(Clock::now() - t0).count());
   }
 
+  if (fault.step >= 0) {
+    if (Status st = CheckKvFaultTarget(fault.target, engine->cache().layout()); !st.ok()) FailUsage(st);
+  }
+
   const auto ta = Clock::now();
   auto anchor = engine->BuildAnchor(anchor_tokens);
   if (!anchor.ok()) Fail(anchor.status());
   const double anchor_s = std::chrono::duration<double>(Clock::now() - ta).count();
-  std::fprintf(stderr, "anchor: %zu tokens prefilled in %.3f s (%.1f tok/s), sealed; gamma %g\n",
-               anchor_tokens.size(), anchor_s, anchor_s > 0 ? anchor_tokens.size() / anchor_s : 0.0, a.gamma);
+  std::fprintf(stderr, "anchor: %zu tokens prefilled in %.3f s (%.1f tok/s), sealed; gamma %s\n",
+               anchor_tokens.size(), anchor_s, anchor_s > 0 ? anchor_tokens.size() / anchor_s : 0.0,
+               uniform_gamma ? a.gamma.c_str() : ("per head " + a.gamma).c_str());
 
   GenerationOptions go;
   go.max_tokens = a.max_tokens;
@@ -153,7 +196,8 @@ int Run(const GenerateArgs& a) {
   go.sampler.seed = a.seed;
   go.verify = *mode;
   go.commit_every = a.commit_every;
-  go.inject_fault_step = a.inject_fault;
+  go.inject_fault_step = fault.step;
+  go.inject_fault_target = fault.target;
   go.verified_only = a.verified_only;
   Generator gen(*engine, *tok, *anchor);
   auto stats = gen.Generate(prompt, go, [](std::string_view s) {
@@ -170,6 +214,9 @@ int Run(const GenerateArgs& a) {
   if (!a.transcript.empty()) {
     auto t = TranscriptFromRun(*cpu_engine, path, a.weights, go, anchor_tokens, prompt, *stats);
     if (!t.ok()) Fail(t.status());
+    if (a.fingerprint_top_k > 0) {  // one more prefill of the fed tokens (fingerprint.h)
+      if (Status st = RecordFingerprints(*t, *cpu_engine, *anchor, a.fingerprint_top_k); !st.ok()) Fail(st);
+    }
     if (!a.sign_key.empty()) {
       if (Status st = SignTranscript(*t, a.sign_key); !st.ok()) Fail(st);
     }
@@ -181,9 +228,10 @@ int Run(const GenerateArgs& a) {
   if (*mode != VerifyMode::kOff) {
     std::fprintf(stderr,
                  "verify %s: watermark %d of %d KV positions, faults injected %d, rollbacks %d, "
-                 "recomputed %d tokens\n",
+                 "recomputed %d tokens%s%s\n",
                  a.verify.c_str(), stats->verified_watermark, stats->kv_length, stats->faults_injected,
-                 stats->rollbacks, stats->recomputed_tokens);
+                 stats->rollbacks, stats->recomputed_tokens, stats->faults_injected > 0 ? "; fault at " : "",
+                 stats->fault_target.c_str());
   }
   return 0;
 }
@@ -213,15 +261,26 @@ void RegisterGenerateCommand(CLI::App& app) {
       ->check(CLI::IsMember({"off", "sync-full", "sync", "async"}));
   cmd->add_option("--commit-every", args->commit_every, "also commit every N tokens (0 = full pages only)")
       ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--inject-fault", args->inject_fault, "flip one committed KV bit before this decode step");
+  cmd->add_option("--inject-fault", args->inject_fault,
+                  "flip one committed KV bit before decode step STEP: "
+                  "STEP[:layer=L][:kv=k|v][:page=P][:byte=B][:bit=b] (defaults layer 0, k, page 0, byte 3, "
+                  "bit 6; page = the sequence's page, byte within its committed rows) or STEP:random[=SEED]")
+      ->check(ParsedBy(ParseKvFaultSpec, "FAULT"));
   cmd->add_flag("--verified-only", args->verified_only, "print text only once verified");
-  cmd->add_option("--gamma", args->gamma, "log-bias added to anchor attention logits (all heads)");
+  cmd->add_option("--gamma", args->gamma,
+                  "log-bias added to anchor attention logits: one value (all heads) or n_heads "
+                  "comma-separated values (per head)")
+      ->check(ParsedBy(ParseGammaList, "GAMMA[,GAMMA...]"));
   cmd->add_option("--weights", args->weights,
                   "CPU: quantized (mmap, integer dot) | f32 (widened at load); CUDA: always bf16")
       ->check(CLI::IsMember({"quantized", "f32"}));
   cmd->add_option("--transcript", args->transcript,
                   "write a verifiable transcript (JSON) of the run; CPU only, needs --verify != off");
   cmd->add_option("--sign-key", args->sign_key, "sign the transcript with this Ed25519 PEM private key");
+  cmd->add_option("--fingerprint-top-k", args->fingerprint_top_k,
+                  "the transcript also records, per 32 fed tokens, the top-K entries of the last one's final "
+                  "hidden state (one extra prefill; checked by verify --tolerant); 0 = none")
+      ->check(CLI::NonNegativeNumber);
   cmd->callback([args, anchor] {
     args->anchor_set = anchor->count() > 0;
     Run(*args);

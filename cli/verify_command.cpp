@@ -1,5 +1,6 @@
 // `fieldprint verify`: signature, model digest, consistency proofs, then one teacher-forced prefill on the
-// CPU that rebuilds every commit root (or a seeded sample) and re-samples the generated tokens.
+// CPU that rebuilds every commit root (or a seeded sample) and re-samples the generated tokens. --tolerant
+// checks the transcript's fingerprints instead of the roots (fingerprint.h), for replays that are not bit-exact.
 #include "verify_command.h"
 
 #include <chrono>
@@ -21,13 +22,16 @@ struct VerifyArgs {
   int32_t sample = 0;
   uint64_t seed = 0;
   int threads = 0;
+  bool tolerant = false;
+  std::string replay_weights;
+  std::string replay_kv_dtype;
 };
 
 int Run(const VerifyArgs& a) {
   if (a.transcript.empty()) {
     std::fprintf(
         stderr,
-        "fieldprint verify: usage: fieldprint verify TRANSCRIPT [--model PATH] [--sample N --seed S]\n");
+        "fieldprint verify: usage: fieldprint verify TRANSCRIPT [--model PATH] [--sample N --seed S] [--tolerant]\n");
     return 2;
   }
   auto t = Transcript::Load(a.transcript);
@@ -48,6 +52,9 @@ int Run(const VerifyArgs& a) {
   o.sample = a.sample;
   o.seed = a.seed;
   o.threads = a.threads;
+  o.tolerant = a.tolerant;
+  o.weights = a.replay_weights;
+  o.kv_dtype = a.replay_kv_dtype;
   const auto t0 = std::chrono::steady_clock::now();
   auto r = VerifyTranscript(*t, model, o);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -59,8 +66,19 @@ int Run(const VerifyArgs& a) {
     std::printf("MISMATCH: %s", r->failure.c_str());
     if (r->first_bad_commit >= 0)
       std::printf(" (first divergent commit %lld)", static_cast<long long>(r->first_bad_commit));
+    if (r->first_bad_block >= 0)
+      std::printf(" (first divergent fingerprint block %lld)", static_cast<long long>(r->first_bad_block));
     std::printf("\n");
     return 1;
+  }
+  if (a.tolerant) {
+    std::printf(
+        "OK (tolerant): %d fingerprint blocks (min overlap %.3f, worst mean error %.4f, worst error %.4f), %d "
+        "consistency proofs, %d tokens re-sampled (%d near-tie flips); commit roots not compared; replay %.3f s, "
+        "total %.3f s\n",
+        r->blocks_checked, r->min_overlap, r->worst_mean_err, r->worst_err, r->proofs_checked,
+        r->tokens_resampled, r->tokens_flipped, r->replay_seconds, s);
+    return 0;
   }
   std::printf(
       "OK: %d commit roots, %d consistency proofs, %d tokens re-sampled; replay %.3f s, total %.3f s\n",
@@ -81,6 +99,18 @@ void RegisterVerifyCommand(CLI::App& app) {
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--seed", args->seed, "seed of the commit sample");
   cmd->add_option("--threads", args->threads, "CPU threads (0 = all cores)");
+  auto* tol = cmd->add_flag(
+      "--tolerant", args->tolerant,
+      "accept a replay that is not bit-exact: check the transcript's fingerprints (top-k of final hidden "
+      "states per 32 tokens) within tolerance instead of the commit roots (docs/transcripts.md)");
+  cmd->add_option("--replay-weights", args->replay_weights,
+                  "with --tolerant: replay with these weights (quantized | f32) instead of the transcript's")
+      ->check(CLI::IsMember({"quantized", "f32"}))
+      ->needs(tol);
+  cmd->add_option("--replay-kv-dtype", args->replay_kv_dtype,
+                  "with --tolerant: replay with this KV dtype (f32 | f16 | bf16) instead of the transcript's")
+      ->check(CLI::IsMember({"f32", "f16", "bf16"}))
+      ->needs(tol);
   cmd->callback([args] {
     const int rc = Run(*args);
     if (rc != 0) throw CLI::RuntimeError(rc);

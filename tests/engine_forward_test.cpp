@@ -61,9 +61,10 @@ std::vector<double> RmsNorm(const std::vector<double>& x, const std::vector<floa
   return y;
 }
 
-// Logits [tokens.size(), vocab] of the model on `tokens`; the first `anchor_len` get gamma on their logits.
+// Logits [tokens.size(), vocab] of the model on `tokens`; the first `anchor_len` get gamma[h] on head h's
+// logits (gamma: [n_heads]).
 std::vector<double> ReferenceForward(const LlamaWeights& w, const std::vector<int32_t>& tokens,
-                                     int anchor_len, double gamma) {
+                                     int anchor_len, const std::vector<double>& gamma) {
   const ModelConfig& c = w.config();
   const int64_t n = static_cast<int64_t>(tokens.size()), d = c.d_model, hd = c.head_dim;
   const auto emb = Dense(w.token_embd());
@@ -114,7 +115,7 @@ std::vector<double> ReferenceForward(const LlamaWeights& w, const std::vector<in
                    k[static_cast<size_t>(s)][static_cast<size_t>(kh * hd + i)];
           }
           logit[static_cast<size_t>(s)] =
-              dot / std::sqrt(static_cast<double>(hd)) + (s < anchor_len && t >= anchor_len ? gamma : 0.0);
+              dot / std::sqrt(static_cast<double>(hd)) + (s < anchor_len && t >= anchor_len ? gamma[static_cast<size_t>(h)] : 0.0);
           mx = std::max(mx, logit[static_cast<size_t>(s)]);
         }
         double sum = 0.0;
@@ -148,6 +149,12 @@ std::vector<double> ReferenceForward(const LlamaWeights& w, const std::vector<in
     logits.insert(logits.end(), l.begin(), l.end());
   }
   return logits;
+}
+
+std::vector<double> ReferenceForward(const LlamaWeights& w, const std::vector<int32_t>& tokens,
+                                     int anchor_len, double gamma) {
+  return ReferenceForward(w, tokens, anchor_len,
+                          std::vector<double>(static_cast<size_t>(w.config().n_heads), gamma));
 }
 
 std::vector<int32_t> RandomTokens(int n, int vocab, uint32_t seed) {
@@ -216,6 +223,68 @@ TEST(EngineForwardTest, AnchorPlusSequenceMatchesConcatenationAndGamma) {
       const auto plain = ReferenceForward(e->weights(), all, 5, 0.0);
       EXPECT_GT(RelErr(logits, plain, 5 * 101), 1e-2) << "gamma had no effect";
     }
+  }
+}
+
+// Per-head gamma (EngineOptions::gamma_per_head) against the reference with the same vector; the reference with
+// the vector reversed must NOT match (the heads get their own values, in order), and a uniform vector is the
+// scalar option bit for bit.
+TEST(EngineForwardTest, PerHeadGammaMatchesReferenceHeadByHead) {
+  const std::vector<float> per_head{1.5f, 0.f, -2.f, 0.7f};  // [n_heads]
+  const auto all = RandomTokens(13, 101, 21);
+  const std::vector<int32_t> anchor_tokens(all.begin(), all.begin() + 6), rest(all.begin() + 6, all.end());
+  auto run = [&](const EngineOptions& eo, std::vector<float>* logits, std::vector<double>* ref) {
+    auto e = MakeEngine(WeightType::kF32, false, eo);
+    auto anchor = e->BuildAnchor(anchor_tokens);
+    ASSERT_TRUE(anchor.ok()) << anchor.status().ToString();
+    auto seq = e->NewSequence(*anchor);
+    ASSERT_TRUE(seq.ok());
+    ASSERT_TRUE(e->Forward(*seq, rest, static_cast<int32_t>(rest.size()), logits).ok());
+    std::vector<double> g(e->head_gammas().begin(), e->head_gammas().end());
+    EXPECT_EQ(g.size(), 4u);
+    if (ref) *ref = ReferenceForward(e->weights(), all, 6, g);
+  };
+  EngineOptions eo;
+  eo.gamma = 99.f;  // ignored: the vector wins
+  eo.gamma_per_head = per_head;
+  std::vector<float> logits;
+  std::vector<double> ref;
+  run(eo, &logits, &ref);
+  EXPECT_LT(RelErr(logits, ref, 6 * 101), 2e-4);
+  const std::vector<double> reversed(per_head.rbegin(), per_head.rend());
+  EXPECT_GT(RelErr(logits, ReferenceForward(MakeEngine(WeightType::kF32, false)->weights(), all, 6, reversed),
+                   6 * 101),
+            1e-2)
+      << "gamma reached the wrong heads";
+  // Changing one head's value changes the logits.
+  for (size_t h = 0; h < per_head.size(); ++h) {
+    EngineOptions one = eo;
+    one.gamma_per_head[h] += 1.f;
+    std::vector<float> changed;
+    run(one, &changed, nullptr);
+    EXPECT_NE(changed, logits) << "head " << h << "'s gamma had no effect";
+  }
+  // Uniform vector == scalar, bit for bit.
+  EngineOptions scalar, vec;
+  scalar.gamma = -0.9f;
+  vec.gamma_per_head.assign(4, -0.9f);
+  std::vector<float> a, b;
+  run(scalar, &a, nullptr);
+  run(vec, &b, nullptr);
+  EXPECT_EQ(a, b);
+}
+
+TEST(EngineForwardTest, RejectsBadPerHeadGamma) {
+  for (const std::vector<float>& g : {std::vector<float>{1.f, 2.f, 3.f}, std::vector<float>(5, 0.f),
+                                      std::vector<float>{0.f, NAN, 0.f, 0.f},
+                                      std::vector<float>{0.f, 0.f, INFINITY, 0.f}}) {
+    auto w = LlamaWeights::Random(TinyConfig(false), 1, WeightType::kF32);
+    ASSERT_TRUE(w.ok());
+    EngineOptions eo;
+    eo.num_threads = 1;
+    eo.gamma_per_head = g;
+    auto e = LlamaEngine::Create(std::move(w).value(), eo);
+    EXPECT_EQ(e.status().code(), StatusCode::kInvalidArgument) << g.size();
   }
 }
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "fieldprint/engine.h"
+#include "fieldprint/fault_injection.h"
 #include "fieldprint/generation.h"
 #include "fieldprint/tokenizer.h"
 #include "engine_test_util.h"
@@ -128,6 +129,71 @@ TEST(EngineGenerationTest, InjectedFaultIsRolledBackAndOutputMatchesCleanRun) {
       }
     }
   }
+}
+
+// Faults anywhere: different layers, K/V, pages (one only committed several steps after the requested step),
+// bytes (first, last of a page) and seeded random targets; each is detected, rolled back, and the verified
+// output equals the clean run.
+TEST(EngineGenerationTest, FaultsAtChosenTargetsAreDetectedAndRolledBack) {
+  Fixture f = Make();
+  GenerationOptions o;
+  o.max_tokens = 30;
+  const auto clean = RunGen(f, o);
+  const size_t page_bytes = f.engine->cache().layout().page_bytes();  // 8 tokens x 2 heads x 16 x 4 B
+  const std::string last_byte = std::to_string(page_bytes - 1);
+  const std::string specs[] = {"2:layer=1:kv=v:page=0:byte=777:bit=2", "4:layer=0:kv=k:page=4:byte=" + last_byte,
+                               "1:layer=1:kv=k:page=6:byte=0:bit=7",  // page 6 fills ~12 tokens later
+                               "3:layer=1:kv=v:page=5:byte=130:bit=0", "5:random=1", "2:random=77"};
+  for (int32_t commit_every : {0, 5}) {
+    for (const std::string& text : specs) {
+      auto spec = ParseKvFaultSpec(text);
+      ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+      o.verify = VerifyMode::kSync;
+      o.commit_every = commit_every;
+      o.verified_only = true;
+      o.inject_fault_step = spec->step;
+      o.inject_fault_target = spec->target;
+      const auto s = RunGen(f, o);
+      EXPECT_EQ(s.faults_injected, 1) << text;
+      EXPECT_FALSE(s.fault_target.empty());
+      EXPECT_GE(s.rollbacks, 1) << text << " (" << s.fault_target << ") was never detected";
+      EXPECT_GT(s.recomputed_tokens, 0) << text;
+      EXPECT_EQ(s.verified_watermark, s.kv_length) << text;
+      EXPECT_EQ(s.tokens, clean.tokens) << text << " (" << s.fault_target << ")";
+    }
+  }
+  // Async verification finds a fault deep in the sequence too.
+  auto spec = ParseKvFaultSpec("3:layer=1:kv=v:page=5:byte=1000:bit=4");
+  ASSERT_TRUE(spec.ok());
+  o.verify = VerifyMode::kAsync;
+  o.commit_every = 0;
+  o.inject_fault_step = spec->step;
+  o.inject_fault_target = spec->target;
+  const auto s = RunGen(f, o);
+  EXPECT_EQ(s.faults_injected, 1);
+  EXPECT_GE(s.rollbacks, 1);
+  EXPECT_EQ(s.tokens, clean.tokens);
+  EXPECT_EQ(s.fault_target, "layer 1 V page 5 byte 1000 bit 4");
+}
+
+TEST(EngineGenerationTest, FaultTargetsOutsideTheModelOrNeverCommittedAreErrors) {
+  Fixture f = Make();
+  Generator g(*f.engine, *f.tok, f.anchor);
+  GenerationOptions o;
+  o.max_tokens = 10;
+  o.stop_at_end_of_turn = false;
+  o.verify = VerifyMode::kSync;
+  o.inject_fault_step = 2;
+  for (const char* bad : {"2:layer=2", "2:byte=1024"}) {  // 2 layers; 1024-byte pages
+    o.inject_fault_target = ParseKvFaultSpec(bad)->target;
+    EXPECT_EQ(g.Generate(f.prompt, o, nullptr).status().code(), StatusCode::kOutOfRange) << bad;
+  }
+  // Page 30 is never committed in a 10-token run: an error that says so, not "0 faults injected".
+  o.inject_fault_target = ParseKvFaultSpec("2:page=30")->target;
+  auto r = g.Generate(f.prompt, o, nullptr);
+  EXPECT_EQ(r.status().code(), StatusCode::kOutOfRange);
+  EXPECT_NE(r.status().message().find("never injected"), std::string::npos) << r.status().ToString();
+  EXPECT_EQ(f.engine->cache().meta().num_sequences(), 0);
 }
 
 TEST(EngineGenerationTest, RejectsBadOptions) {

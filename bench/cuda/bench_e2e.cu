@@ -14,10 +14,12 @@
 // work (the stream is idle between steps, so event time == wall time of the step); mean and median over the timed
 // steps after warm-up. The mean is the headline (commits are periodic: one page per sequence every 16 steps).
 // Floor: (weight matrices + KV rows read per step) / d2d copy bandwidth measured in this run.
-// Decode steps replay a CUDA graph per batch size and use the GEMV kernel for B <= 8 (the engine's defaults);
-// and pick the attention split per step (split_tokens = -1); --variants adds "off" rows with the older choices on
-// the same engine: off/eager-cublas-fixed (no graph, cuBLAS at every B, the kernel's fixed default split: the
-// previous version's choices), off/eager-gemv, off/graph-cublas, off/graph-gemv-fixed.
+// Decode steps use the engine's defaults: a CUDA graph per batch size, the GEMV at B = 1 and cuBLAS above, PDL
+// between kernels, the attention split chosen per step (split_tokens = -1). --variants adds "off/<tuning>" rows,
+// each changing choices on the same engine; tuning = '+'-joined tokens:
+//   eager (no graph), nogemv (cuBLAS at B = 1 too), skinny (the skinny tensor-core GEMM + fused SwiGLU for
+//   2 <= B <= 64), fixed (the kernel's fixed default split), nopdl (no programmatic dependent launch), det
+//   (batch_invariant mode: skinny GEMM everywhere, fixed split 512: the cost of determinism, issue #7).
 // Usage: bench_e2e [--batches 1,16,64] [--ctx 4096] [--steps 64] [--full-steps 3] [--layers 32] [--variants]
 //                  [--modes off,sync-full,sync,async] [--json PATH] [--md PATH] [--commit SHA]
 #include <cublas_v2.h>
@@ -66,30 +68,6 @@ std::vector<std::string> ParseNames(const std::string& s) {
 }
 
 // d2d copy bandwidth: (read + write bytes) / time of a 2 GiB cudaMemcpyAsync, median of 10.
-double CopyTbps(cudaStream_t st) {
-  const size_t n = size_t{1} << 31;
-  void *a, *b;
-  CK(cudaMalloc(&a, n));
-  CK(cudaMalloc(&b, n));
-  cudaEvent_t e0, e1;
-  CK(cudaEventCreate(&e0));
-  CK(cudaEventCreate(&e1));
-  std::vector<float> t;
-  for (int i = 0; i < 13; ++i) {
-    CK(cudaEventRecord(e0, st));
-    CK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, st));
-    CK(cudaEventRecord(e1, st));
-    CK(cudaEventSynchronize(e1));
-    float ms;
-    CK(cudaEventElapsedTime(&ms, e0, e1));
-    if (i >= 3) t.push_back(ms);
-  }
-  std::sort(t.begin(), t.end());
-  CK(cudaFree(a));
-  CK(cudaFree(b));
-  return 2.0 * static_cast<double>(n) / (t[t.size() / 2] * 1e-3) / 1e12;
-}
-
 // bf16 GEMM rate, 8192^3, cuBLAS (fp32 accumulate).
 double GemmTflops(cudaStream_t st) {
   const int n = 8192;
@@ -296,7 +274,7 @@ int main(int argc, char** argv) {
     else if (a == "--full-steps") full_steps = std::stoi(next());
     else if (a == "--layers") layers = std::stoi(next());
     else if (a == "--variants") {
-      for (const char* v : {"off/eager-cublas-fixed", "off/eager-gemv", "off/graph-cublas", "off/graph-gemv-fixed"}) {
+      for (const char* v : {"off/nopdl", "off/nogemv", "off/skinny", "off/det"}) {
         modes.emplace_back(v);
       }
     } else if (a == "--json") json_path = next();
@@ -324,7 +302,7 @@ int main(int argc, char** argv) {
   cudaStream_t st = e.stream();
   fp::KvCache& cache = e.cache();
   const fp::KvLayout& L = cache.layout();
-  const double copy_tbps = CopyTbps(st);
+  const double copy_tbps = fp::bench::CopyTbps(st);
   const double gemm_tflops = GemmTflops(st);
   std::printf("device: %s, %d SMs | d2d copy %.2f TB/s | bf16 GEMM %.0f TFLOP/s | host threads %u\n", prop.name,
               prop.multiProcessorCount, copy_tbps, gemm_tflops, std::thread::hardware_concurrency());
@@ -370,14 +348,21 @@ int main(int argc, char** argv) {
               "ratio", "notes");
   for (int B : batches) {
     for (const std::string& mode_spec : modes) {
-      // "mode/tuning": tuning = (eager|graph)-(cublas|gemv)[-fixed]; none = the engine's defaults.
+      // "mode/tuning" (see the header comment); no tuning = the engine's defaults.
       const size_t slash = mode_spec.find('/');
       const std::string mode = mode_spec.substr(0, slash);
-      const std::string tuning = slash == std::string::npos ? "" : mode_spec.substr(slash + 1);
-      const bool graphs = tuning.empty() || tuning.rfind("graph", 0) == 0;
-      const int gemv = tuning.empty() || tuning.find("gemv") != std::string::npos ? 8 : 0;
-      const int split = tuning.find("fixed") != std::string::npos ? 0 : -1;
-      e.SetDecodeTuning(graphs, gemv, split);
+      const std::string tuning = slash == std::string::npos ? "" : "+" + mode_spec.substr(slash + 1) + "+";
+      auto has = [&](const char* t) { return tuning.find("+" + std::string(t) + "+") != std::string::npos; };
+      fp::CudaLlama::DecodeTuning tu;
+      tu.decode_graphs = !has("eager");
+      tu.gemv_max_batch = has("nogemv") ? 0 : 1;
+      tu.skinny_max_batch = has("skinny") ? 64 : 0;
+      tu.split_tokens = has("fixed") ? 0 : -1;
+      tu.pdl = !has("nopdl");
+      tu.batch_invariant = has("det");
+      e.SetDecodeTuning(tu);
+      const bool graphs = tu.decode_graphs;
+      const int gemv = tu.gemv_max_batch, split = tu.split_tokens;
       const auto stats0 = e.decode_stats();
       std::vector<SeqId> seqs;
       for (int b = 0; b < B; ++b) {
@@ -449,8 +434,11 @@ int main(int argc, char** argv) {
       }
       {
         const auto stats1 = e.decode_stats();
-        notes += (notes.empty() ? "" : "; ") + std::string(graphs ? "graph" : "eager") + (gemv ? "+gemv" : "+cublas") +
-                 (split == 0 ? "+fixed-split" : "+split-per-step") + ", " +
+        notes += (notes.empty() ? "" : "; ") + std::string(graphs ? "graph" : "eager") +
+                 (tu.batch_invariant ? "+batch-invariant(skinny everywhere, split 512)"
+                                     : std::string(gemv ? "+gemv<=1" : "") +
+                                           (tu.skinny_max_batch ? "+skinny<=64" : "") + "+cublas") +
+                 (tu.pdl ? "+pdl" : "") + (split == 0 ? "+fixed-split" : "+split-per-step") + ", " +
                  std::to_string(stats1.graph_captures - stats0.graph_captures) + " captures";
       }
       const Stats sm = Summarise(times);
@@ -465,7 +453,9 @@ int main(int argc, char** argv) {
                        {{"B", B}, {"ctx", ctx}, {"verify", mode}, {"steps", timed}, {"warmup", warmup},
                         {"median_us", sm.median_us}, {"p90_us", sm.p90_us}, {"floor_us", floor_us},
                         {"bytes_per_step", bytes}, {"kv", "random bf16 (not prefilled)"}, {"graphs", graphs},
-                        {"gemv_max_batch", gemv}, {"split_rule", split == 0 ? "fixed default" : "per step"},
+                        {"gemv_max_batch", gemv}, {"skinny_max_batch", tu.skinny_max_batch}, {"pdl", tu.pdl},
+                        {"batch_invariant", tu.batch_invariant},
+                        {"split_rule", split == 0 ? "fixed default" : "per step"},
                         {"notes", notes}}},
                       {"time_us", sm.mean_us},
                       {"rate", tok_s},
@@ -475,7 +465,7 @@ int main(int argc, char** argv) {
       ver.reset();
       CK(cudaFree(d_next));
       for (SeqId s : seqs) OK(e.FreeSequence(s));
-      e.SetDecodeTuning(true, 8, -1);
+      e.SetDecodeTuning(fp::CudaLlama::DecodeTuning{});
     }
   }
   char date[16];

@@ -2,11 +2,13 @@
 //
 // The GPU twin of LlamaEngine (engine.h), same position convention (anchor at RoPE positions 0 .. A-1, token i
 // of a sequence at A + i) and the same Forward contract, so a teacher-forced comparison against the CPU engine
-// is a plain diff of logits. Per layer: RMSNorm -> fused QKV GEMM (cuBLAS, bf16 in, fp32 accumulate and out)
+// is a plain diff of logits. Per layer: RMSNorm -> fused QKV GEMM (bf16 in, fp32 accumulate and out; GEMV,
+// skinny tensor-core GEMM or cuBLAS by token count)
 // -> one kernel for RoPE + K/V rows written into the paged pool at the reserved slots -> attention
 // (AttentionPrefillCuda for Forward; for DecodeStep a graph-mode AttentionDecodePlan inside a CUDA graph per batch
 // size, or an eager plan per step) -> O GEMM accumulating
-// into the fp32 residual (beta = 1, no separate add) -> RMSNorm -> fused gate|up GEMM -> SwiGLU -> down GEMM
+// into the fp32 residual (beta = 1, no separate add) -> RMSNorm -> fused gate|up GEMM (SwiGLU in its epilogue on
+// the skinny path) -> down GEMM
 // into the residual. Weights: uploaded from LlamaWeights (any type, dequantised to f32 then rounded to bf16)
 // or drawn on the device from a seed (Llama-3-8B shapes without a 16 GB host detour).
 // Not thread-safe; all device work is ordered on one compute stream (stream()). Only defined in CUDA builds
@@ -41,8 +43,20 @@ struct CudaEngineOptions {
   // depend on the batch (the GEMMs' already do: GEMV for B <= gemv_max_batch, cuBLAS above).
   int32_t split_tokens = -1;
   float gamma = 0.f;            // log-bias on anchor logits, every head
+  std::vector<float> gamma_per_head;  // [n_heads] per-head log-bias; non-empty: replaces gamma
   bool decode_graphs = true;    // DecodeStep replays a CUDA graph per batch size (cuda_engine_decode.cu)
-  int32_t gemv_max_batch = 8;   // decode GEMMs with n <= this use the bf16 GEMV kernel instead of cuBLAS (<= 8)
+  // GEMM choice by token count n: n <= gemv_max_batch (<= 8): the CUDA-core GEMV; n <= skinny_max_batch: the
+  // tensor-core skinny GEMM (cuda_skinny_gemm.cu, SwiGLU fused into the gate|up GEMM); else cuBLAS. Defaults
+  // from bench_gemm on an H200: the GEMV wins at n = 1 only, cuBLAS beats the skinny GEMM at every n >= 2.
+  int32_t gemv_max_batch = 1;
+  int32_t skinny_max_batch = 0;
+  bool pdl = true;  // programmatic dependent launch between a step's kernels (sm_90+; ignored on older GPUs)
+  // Batch-invariant (deterministic) mode: every GEMM of every step runs the skinny GEMM (any n, prefill chunks
+  // too) and attention always runs the decode kernel (prefill chunks as multi-query decode) with a fixed split
+  // size (split_tokens if >= 64, the kernel default for 0, 512 for -1). Then a token's logits, its KV bytes and so
+  // every commit root are bit-identical whatever batch it runs in and whether its KV was built by one prefill,
+  // chunked prefill or decode (tests/cuda/cuda_engine_determinism_test.cu). Costs: bench_e2e "det" rows.
+  bool batch_invariant = false;
 };
 
 class CudaLlama {
@@ -79,15 +93,28 @@ class CudaLlama {
   // logits of the last n_logits of them into logits [n_logits, vocab] on the host. Synchronises the stream.
   // On any error the sequence keeps its old length.
   Status Forward(SeqId seq, std::span<const int32_t> tokens, int32_t n_logits, std::vector<float>* logits);
+  // Forward without logits that returns the final hidden states (after the final RMSNorm, kept f32: the LM
+  // head's input before its bf16 rounding) of the tokens at hidden_rows (indices into tokens, strictly
+  // increasing) into hidden [hidden_rows.size(), d_model] on the host. Synchronises; on error the sequence keeps
+  // its old length. For the tolerant fingerprint (fingerprint.h); in cuda_engine_hidden.cu.
+  Status ForwardHidden(SeqId seq, std::span<const int32_t> tokens, std::span<const int32_t> hidden_rows,
+                       std::vector<float>* hidden);
 
   // One batched decode step: tokens[i] is appended to seqs[i] (distinct sequences, 1 <= B <= max_batch, one
   // shared anchor or none). Everything is enqueued on stream(); the logits [B, vocab] f32 stay on the device
   // (device_logits()) and are valid once the stream reaches that point. Returns without waiting for the GPU.
   Status DecodeStep(std::span<const SeqId> seqs, std::span<const int32_t> tokens);
   const float* device_logits() const;  // [max(max_batch, max_chunk), vocab]
-  // Switches graph replay / the GEMV threshold / the split rule between steps (benchmarks compare them on one
-  // engine; an invalid split_tokens is ignored); drops the captured graphs.
-  void SetDecodeTuning(bool decode_graphs, int32_t gemv_max_batch, int32_t split_tokens = -1);
+  // The step choices benchmarks and tests switch between steps on one engine (each field means what the
+  // CudaEngineOptions field of the same name means).
+  struct DecodeTuning {
+    bool decode_graphs = true;
+    int32_t gemv_max_batch = 1, skinny_max_batch = 0, split_tokens = -1;
+    bool pdl = true, batch_invariant = false;
+  };
+  // Replaces those fields of options() (an invalid split_tokens or threshold is ignored, batch_invariant is
+  // ignored where the shapes do not allow it) and drops the captured graphs.
+  void SetDecodeTuning(const DecodeTuning& tuning);
   struct DecodeStats {
     int64_t graph_captures = 0, graph_replays = 0;
   };

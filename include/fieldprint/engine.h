@@ -36,6 +36,7 @@ struct EngineOptions {
   int32_t kv_capacity = 4096;    // tokens the pool holds over all sequences (rounded up to pages)
   int32_t max_chunk = 128;       // prefill tokens per forward chunk (bounds scratch memory)
   float gamma = 0.f;             // log-bias on anchor logits, every head
+  std::vector<float> gamma_per_head;  // [n_heads] per-head log-bias; non-empty: replaces gamma
 };
 
 class LlamaEngine {
@@ -54,6 +55,7 @@ class LlamaEngine {
   KvCache& cache() { return *cache_; }
   ThreadPool& pool() { return *pool_; }
   void set_gamma(float g) { gamma_.assign(static_cast<size_t>(config().n_heads), g); }
+  const std::vector<float>& head_gammas() const { return gamma_; }  // [n_heads] what attention adds
 
   // Prefills `tokens` at positions 0 .. A-1 and returns the sealed anchor (A may be 0: an empty anchor).
   Result<std::shared_ptr<AnchorSegment>> BuildAnchor(std::span<const int32_t> tokens);
@@ -68,12 +70,18 @@ class LlamaEngine {
   // them into logits: [n_logits, vocab] (n_logits in [0, tokens.size()]). ResourceExhausted when the pool is
   // full.
   Status Forward(SeqId seq, std::span<const int32_t> tokens, int32_t n_logits, std::vector<float>* logits);
+  // Forward, and also the final hidden states (after the final RMSNorm: the rows the LM head reads, f32) of the
+  // tokens at hidden_rows (indices into `tokens`, strictly increasing) into hidden: [hidden_rows.size(),
+  // d_model]. Same bits as the logits path's normalised rows (the tolerant fingerprint, fingerprint.h).
+  Status Forward(SeqId seq, std::span<const int32_t> tokens, int32_t n_logits, std::vector<float>* logits,
+                 std::span<const int32_t> hidden_rows, std::vector<float>* hidden);
 
  private:
   // One chunk (n <= max_chunk). capture: also write the chunk's K/V into this anchor at rows [start,
-  // start+n).
+  // start+n). hidden_rows: chunk-local rows whose final-normed states go to hidden ([rows, d_model]).
   Status ForwardChunk(SeqId seq, std::span<const int32_t> tokens, int32_t pos_offset, int32_t logits_from,
-                      float* logits, AnchorSegment* capture);
+                      float* logits, AnchorSegment* capture, std::span<const int32_t> hidden_rows = {},
+                      float* hidden = nullptr);
   Status Attention(int layer, const KvBatch& batch, int32_t n);
 
   LlamaWeights weights_;

@@ -27,6 +27,7 @@
 #include "fieldprint/commit_log.h"
 #include "fieldprint/engine.h"
 #include "fieldprint/engine_backend.h"
+#include "fieldprint/fault_injection.h"
 #include "fieldprint/sampler.h"
 #include "fieldprint/merkle.h"
 #include "fieldprint/sha256.h"
@@ -45,6 +46,8 @@ struct GenerationOptions {
   VerifyMode verify = VerifyMode::kOff;
   int32_t commit_every = 0;               // commit every N tokens besides full pages (0 = pages only)
   int64_t inject_fault_step = -1;         // flip one committed KV bit before this decode step (-1 = never)
+  KvFaultTarget inject_fault_target;      // which bit (fault_injection.h); injected at the first step >=
+                                          // inject_fault_step where the target is committed
   bool verified_only = false;             // hold text until the watermark covers it
   size_t audit_bytes_per_step = 1 << 20;  // re-hash budget that finds injected faults
   bool stop_at_end_of_turn = true;        // stop on eos / <|im_end|>
@@ -58,6 +61,7 @@ struct GenerationStats {
   int32_t rollbacks = 0;
   int32_t recomputed_tokens = 0;  // tokens re-prefilled after rollbacks
   int32_t faults_injected = 0;
+  std::string fault_target;  // where the injected fault landed (KvFaultTargetString of the concrete target)
   int32_t verified_watermark = 0;  // sequence positions covered by verified commits at the end
   int32_t kv_length = 0;           // sequence positions in the KV at the end (the last token is not fed)
   std::string stop_reason;         // "end-of-turn", "max-tokens"

@@ -7,12 +7,15 @@
 // stream (`void* stream` is a cudaStream_t; null = the legacy default stream). Host storage ignores `stream`.
 // Errors leave the bytes untouched: everything is validated before the first byte moves.
 // CUDA: Write stages its slot list in one device scratch buffer reused by the next Write, so Writes issued on
-// different streams must be ordered by the caller (one stream per cache is the intended use).
+// different streams must be ordered by the caller (one stream per cache is the intended use). The list goes up
+// from a ring of pinned host buffers owned by the storage (truly asynchronous; a ring slot is reused only once
+// the copy out of it completed), so the caller's slots may change as soon as Write returns.
 // defines: KvStorage
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -24,7 +27,8 @@ namespace fp {
 
 namespace kvcache_detail {
 class DeviceBuffer;
-}
+class PinnedStaging;
+}  // namespace kvcache_detail
 
 class KvStorage {
  public:
@@ -58,6 +62,11 @@ class KvStorage {
   Result<std::span<const std::byte>> PageBytesK(int layer, int32_t page, int32_t tokens = -1) const;
   Result<std::span<const std::byte>> PageBytesV(int layer, int32_t page, int32_t tokens = -1) const;
 
+  // CUDA: slot-list uploads so far, and how many of them found their pinned staging slot still being copied
+  // from and waited (diagnostics; tests check the ring waits instead of overwriting).
+  uint64_t slot_uploads() const { return slot_uploads_; }
+  uint64_t staging_waits() const;
+
  private:
   KvStorage();
   Result<std::span<const std::byte>> PageBytes(int layer, int32_t page, int32_t tokens, bool v) const;
@@ -70,6 +79,8 @@ class KvStorage {
   // one step upload them once.
   std::vector<kvcache_detail::DeviceBuffer> scratch_;  // [0 or 1] of int64 [capacity]
   std::vector<int64_t> scratch_rows_;                  // [rows in scratch_]
+  std::unique_ptr<kvcache_detail::PinnedStaging> staging_;  // pinned upload ring, created on the first upload
+  uint64_t slot_uploads_ = 0;
 };
 
 }  // namespace fp

@@ -8,14 +8,17 @@
 // generation's KV bit for bit, so a verifier recomputes every commit root from scratch and re-samples every
 // generated token from the replayed logits. A provisional (partial page) commit is not a prefix of the later
 // tree, so it carries no proof; its root is still recomputed.
+// Optional tolerant fingerprints (fingerprint.h: top-k of the final hidden state per 32 fed tokens) let a replay
+// that cannot be bit-exact (another device or linear path) still check the run: ReplayOptions::tolerant.
 // Optional Ed25519 signature (OpenSSL) over CanonicalBody() with the public key embedded. The JSON is
 // untrusted input: Parse checks every field and type and never crashes.
 // defines: TranscriptCommit, TranscriptSignature, Transcript, BuildTranscriptCommits, SignTranscript,
 // CheckTranscriptSignature, Sha256File, TranscriptFromRun, ReplayOptions, ReplayReport, ReplayTranscript,
-// VerifyTranscript
+// VerifyTranscript, TranscriptFedTokens, RecordFingerprints, ReplayTranscriptTolerant
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -23,6 +26,7 @@
 #include <vector>
 
 #include "fieldprint/commit_log.h"
+#include "fieldprint/fingerprint.h"
 #include "fieldprint/merkle.h"
 #include "fieldprint/sampler.h"
 #include "fieldprint/sha256.h"
@@ -31,6 +35,7 @@
 namespace fp {
 
 class LlamaEngine;
+class AnchorSegment;
 struct GenerationOptions;
 struct GenerationStats;
 
@@ -73,6 +78,9 @@ struct Transcript {
   std::vector<int32_t> prompt;
   std::vector<int32_t> generated;
   std::vector<TranscriptCommit> commits;
+  // Tolerant fingerprints of the fed tokens' final hidden states (JSON "fingerprints", signed with the rest);
+  // absent in transcripts recorded without them.
+  std::optional<Fingerprints> fingerprints;
   std::optional<TranscriptSignature> signature;
 
   // The JSON text (pretty) and its strict parser: InvalidArgument naming the bad field.
@@ -108,6 +116,16 @@ struct ReplayOptions {
   int32_t sample = 0;  // > 0: check only this many commits, chosen by `seed` (the last one always)
   uint64_t seed = 0;
   int threads = 0;
+  // Tolerant mode, for replays that cannot be bit-exact: the recorded fingerprints must match within
+  // `tolerance`; anchor and commit roots are NOT compared (KV bits differ by design; the consistency proofs
+  // still are); a re-sampled token may differ from the recorded one only when the replay's logits of the two
+  // are within token_logit_tol (a near tie flipped by noise).
+  bool tolerant = false;
+  FingerprintTolerance tolerance;
+  float token_logit_tol = 0.25f;
+  // Tolerant mode only (VerifyTranscript): replay with these settings instead of the transcript's ("" = same).
+  std::string weights;   // "quantized" | "f32"
+  std::string kv_dtype;  // "f32" | "f16" | "bf16"
 };
 
 struct ReplayReport {
@@ -118,6 +136,11 @@ struct ReplayReport {
   int32_t proofs_checked = 0;
   int32_t tokens_resampled = 0;
   double replay_seconds = 0.0;
+  // Tolerant mode.
+  int32_t blocks_checked = 0;
+  int64_t first_bad_block = -1;
+  int32_t tokens_flipped = 0;  // re-sampled differently but within token_logit_tol
+  double min_overlap = 1.0, worst_mean_err = 0.0, worst_err = 0.0;
 };
 
 // Teacher-forced replay on `engine` (its page size / dtype / gamma must be the transcript's): builds the
@@ -129,5 +152,20 @@ Result<ReplayReport> ReplayTranscript(const Transcript& t, LlamaEngine& engine, 
 // CPU engine built from the file with the transcript's settings.
 Result<ReplayReport> VerifyTranscript(const Transcript& t, const std::string& model_path,
                                       const ReplayOptions& options);
+
+// The tokens a teacher-forced replay feeds: prompt ++ generated[:-1] (the last generated token was never fed).
+std::vector<int32_t> TranscriptFedTokens(const Transcript& t);
+
+// Sets t.fingerprints from one teacher-forced prefill of TranscriptFedTokens(t) on `engine` after `anchor`
+// (the run's own engine and anchor: the CPU forward is batch invariant, so these are the run's hidden states
+// bit for bit). Needs pool room for the fed tokens; the sequence is freed again.
+Status RecordFingerprints(Transcript& t, LlamaEngine& engine, const std::shared_ptr<AnchorSegment>& anchor,
+                          int32_t top_k = kFingerprintTopK, int32_t block = kFingerprintBlock);
+
+// ReplayTranscript with options.tolerant (transcript_tolerant.cpp): builds the anchor, prefills the fed tokens
+// once, compares fingerprints, re-samples tokens with near-tie tolerance. FailedPrecondition when the
+// transcript carries no fingerprints.
+Result<ReplayReport> ReplayTranscriptTolerant(const Transcript& t, LlamaEngine& engine,
+                                              const ReplayOptions& options);
 
 }  // namespace fp

@@ -5,14 +5,17 @@
 // then enqueue the per-layer work (EnqueueLayers: no uploads, no host waits, so cuda_engine_decode.cu can capture
 // it into a CUDA graph). Device buffers are sized once for max(max_batch, max_chunk) tokens so no step allocates,
 // except an eager decode step's attention plan. GEMMs take bf16 operands with fp32 compute and output: the GEMV
-// kernel (cuda_gemv.cu) for n <= gemv_max_batch tokens, else cuBLAS with CUBLAS_GEMM_DEFAULT on a fixed shape,
-// which cuBLAS runs deterministically on one GPU model.
+// kernel (cuda_gemv.cu) for n <= gemv_max_batch tokens, the skinny tensor-core GEMM (cuda_skinny_gemm.cu) for
+// n <= skinny_max_batch, else cuBLAS with CUBLAS_GEMM_DEFAULT on a fixed shape, which cuBLAS runs
+// deterministically on one GPU model (but not batch-invariantly: batch_invariant mode uses the skinny GEMM for
+// every n). Kernels other than attention and cuBLAS are launched with PDL on sm_90+ (cuda_pdl.cuh).
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <string>
 
 #include "engine/cuda_engine_impl.h"
+#include "fieldprint/head_gamma.h"
 #include "engine/cuda_engine_kernels.h"
 
 namespace fp {
@@ -50,11 +53,17 @@ Status CudaLlama::Impl::Init(const ModelConfig& config, const CudaEngineOptions&
   if (o_.page_size <= 0 || o_.kv_capacity <= 0 || o_.max_chunk <= 0 || o_.max_batch <= 0) {
     return InvalidArgument("cuda engine: page_size, kv_capacity, max_chunk and max_batch must be positive");
   }
-  if (!std::isfinite(o_.gamma)) return InvalidArgument("cuda engine: gamma must be finite");
+  auto heads = ResolveHeadGammas(o_.gamma, o_.gamma_per_head, config.n_heads);
+  if (!heads.ok()) return InvalidArgument("cuda engine: " + heads.status().message());
   if (o_.split_tokens != 0 && o_.split_tokens != -1 && o_.split_tokens < 64) {
     return InvalidArgument("cuda engine: split_tokens must be -1 (per step), 0 (kernel default) or >= 64");
   }
-  if (o_.gemv_max_batch < 0) return InvalidArgument("cuda engine: gemv_max_batch must be >= 0");
+  if (o_.gemv_max_batch < 0 || o_.skinny_max_batch < 0) {
+    return InvalidArgument("cuda engine: gemv_max_batch and skinny_max_batch must be >= 0");
+  }
+  if (o_.batch_invariant && (config.d_model % 32 != 0 || config.q_dim() % 32 != 0 || config.d_ff % 32 != 0)) {
+    return Unimplemented("cuda engine: batch_invariant mode needs d_model, q_dim and d_ff multiples of 32");
+  }
   if (config.head_dim != 64 && config.head_dim != 128) {
     return Unimplemented("cuda engine: head_dim " + std::to_string(config.head_dim) + " (attention kernels: 64, 128)");
   }
@@ -67,6 +76,9 @@ Status CudaLlama::Impl::Init(const ModelConfig& config, const CudaEngineOptions&
     int dev = 0;
     FP_CUDA_RETURN_IF_ERROR(cudaGetDevice(&dev));
     FP_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, dev));
+    int major = 0;
+    FP_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    pdl_supported = major >= 9;
   }
   {  // an explicit workspace: GEMMs captured into a CUDA graph must not allocate
     auto ws = DeviceBuffer::Allocate(kBlasWorkspace);
@@ -120,9 +132,8 @@ Status CudaLlama::Impl::Init(const ModelConfig& config, const CudaEngineOptions&
     inv[i] = std::pow(static_cast<double>(c.rope_base), -2.0 * static_cast<double>(i) / c.head_dim);
   }
   FP_CUDA_RETURN_IF_ERROR(cudaMemcpy(inv_freq, inv.data(), inv.size() * sizeof(double), cudaMemcpyHostToDevice));
-  std::vector<float> g(static_cast<size_t>(c.n_heads), o_.gamma);
-  gamma_nonzero = o_.gamma != 0.f;
-  FP_CUDA_RETURN_IF_ERROR(cudaMemcpy(gamma, g.data(), g.size() * sizeof(float), cudaMemcpyHostToDevice));
+  gamma_nonzero = std::any_of(heads->begin(), heads->end(), [](float v) { return v != 0.f; });
+  FP_CUDA_RETURN_IF_ERROR(cudaMemcpy(gamma, heads->data(), heads->size() * sizeof(float), cudaMemcpyHostToDevice));
   return AllocWeights();
 }
 
@@ -152,9 +163,15 @@ Status CudaLlama::Impl::AllocWeights() {
 }
 
 // y[n, out] = x[n, in] · W[out, in]^T + beta * y.  Column-major view: y^T = op_T(W^T) · x^T.
+bool CudaLlama::Impl::UseSkinny(int n) const { return opt.batch_invariant || n <= opt.skinny_max_batch; }
+
 Status CudaLlama::Impl::Gemm(const bf16* w, int out, int in, const bf16* xin, int n, float* y, float beta) {
+  if (opt.batch_invariant) return ce::LaunchSkinnyGemm(w, out, in, xin, n, y, beta, pdl(), stream);
   if (n <= opt.gemv_max_batch && ce::GemvSupported(out, in, w, xin, n)) {
-    return ce::LaunchGemvBf16(w, out, in, xin, n, y, beta, stream);
+    return ce::LaunchGemvBf16(w, out, in, xin, n, y, beta, stream, pdl());
+  }
+  if (UseSkinny(n) && ce::SkinnyGemmSupported(out, in, w, xin, n)) {
+    return ce::LaunchSkinnyGemm(w, out, in, xin, n, y, beta, pdl(), stream);
   }
   const float alpha = 1.f;
   return CublasStatus(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, out, n, in, &alpha, w, CUDA_R_16BF, in, xin,
@@ -212,10 +229,10 @@ Status CudaLlama::Impl::EnqueueLayers(int n, const KvBatch& batch, AttentionPara
                                       const AttentionDecodePlan* dplan, std::span<const Reservation> res,
                                       AnchorSegment* capture) {
   const int d = c.d_model, qd = c.q_dim(), kvd = c.kv_dim(), ff = c.d_ff, hd = c.head_dim;
-  FP_RETURN_IF_ERROR(ce::LaunchEmbed(tokens, n, embd, d, x, stream));
+  FP_RETURN_IF_ERROR(ce::LaunchEmbed(tokens, n, embd, d, x, stream, pdl()));
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerDev& L = layers[static_cast<size_t>(l)];
-    FP_RETURN_IF_ERROR(ce::LaunchRmsNorm(x, L.attn_norm, n, d, c.rms_eps, xn, stream));
+    FP_RETURN_IF_ERROR(ce::LaunchRmsNorm(x, L.attn_norm, n, d, c.rms_eps, xn, stream, pdl()));
     FP_RETURN_IF_ERROR(Gemm(L.wqkv, qd + 2 * kvd, d, xn, n, qkv, 0.f));
     auto kp = cache->storage().LayerK(l);
     auto vp = cache->storage().LayerV(l);
@@ -224,22 +241,26 @@ Status CudaLlama::Impl::EnqueueLayers(int n, const KvBatch& batch, AttentionPara
     ce::RopeWriteArgs ra{qkv, positions, inv_freq, slot_rows, q, static_cast<bf16*>(kp->data),
                          static_cast<bf16*>(vp->data), capture ? kcap : nullptr, capture ? vcap : nullptr,
                          n, c.n_heads, c.n_kv_heads, hd};
-    FP_RETURN_IF_ERROR(ce::LaunchRopeWriteKv(ra, stream));
+    FP_RETURN_IF_ERROR(ce::LaunchRopeWriteKv(ra, stream, pdl()));
     if (capture != nullptr) {
       const TensorView kv = MakeContiguous(kcap, DType::kBF16, {n, c.n_kv_heads, hd}, Device::kCuda);
       const TensorView vv = MakeContiguous(vcap, DType::kBF16, {n, c.n_kv_heads, hd}, Device::kCuda);
       FP_RETURN_IF_ERROR(capture->Write(l, res[0].start, kv, vv, stream));
     }
     FP_RETURN_IF_ERROR(cache->BindLayer(l, batch, &p));
-    if (dplan != nullptr) {
+    if (dplan != nullptr) {  // attention kernels are launched without PDL: they wait for RoPE/KV writes in full
       FP_RETURN_IF_ERROR(dplan->Run(p, stream));
     } else {
       FP_RETURN_IF_ERROR(AttentionPrefillCuda(p, host_batch, stream));
     }
     FP_RETURN_IF_ERROR(Gemm(L.wo, d, qd, o, n, x, 1.f));  // residual add fused (beta = 1)
-    FP_RETURN_IF_ERROR(ce::LaunchRmsNorm(x, L.ffn_norm, n, d, c.rms_eps, xn, stream));
-    FP_RETURN_IF_ERROR(Gemm(L.wgu, 2 * ff, d, xn, n, gu, 0.f));
-    FP_RETURN_IF_ERROR(ce::LaunchSwiGlu(gu, n, ff, h, stream));
+    FP_RETURN_IF_ERROR(ce::LaunchRmsNorm(x, L.ffn_norm, n, d, c.rms_eps, xn, stream, pdl()));
+    if (UseSkinny(n) && ce::SkinnyGemmSupported(2 * ff, d, L.wgu, xn, n)) {
+      FP_RETURN_IF_ERROR(ce::LaunchSkinnyGemmSwiGlu(L.wgu, ff, d, xn, n, h, pdl(), stream));
+    } else {
+      FP_RETURN_IF_ERROR(Gemm(L.wgu, 2 * ff, d, xn, n, gu, 0.f));
+      FP_RETURN_IF_ERROR(ce::LaunchSwiGlu(gu, n, ff, h, stream, pdl()));
+    }
     FP_RETURN_IF_ERROR(Gemm(L.wdown, d, ff, h, n, x, 1.f));
   }
   return Status::Ok();
@@ -251,7 +272,9 @@ Status CudaLlama::Impl::Step(std::span<const Reservation> res, std::span<const i
   FP_RETURN_IF_ERROR(Upload(res, toks, batch, batch.block_table.data(), batch.max_blocks_per_seq));
   AttentionParams p = Params(n, batch.num_seqs(), batch.max_blocks_per_seq);
   const AttentionBatch host_batch = batch.view();
-  if (decode) {
+  // Batch-invariant mode runs prefill chunks through the decode kernel too (multi-query rows, the same fixed
+  // split): a query's attention then does not depend on how its KV was built or how many queries share the call.
+  if (decode || opt.batch_invariant) {
     FP_RETURN_IF_ERROR(cache->BindLayer(0, batch, &p));
     plan.reset();  // frees the previous step's workspace (cudaFree waits for its last use)
     DecodeOptions dopt;
@@ -260,11 +283,12 @@ Status CudaLlama::Impl::Step(std::span<const Reservation> res, std::span<const i
     if (!pl.ok()) return pl.status();
     plan.emplace(std::move(pl).value());
   }
-  return EnqueueLayers(n, batch, p, host_batch, decode ? &*plan : nullptr, res, capture);
+  return EnqueueLayers(n, batch, p, host_batch, plan ? &*plan : nullptr, res, capture);
 }
 
 int32_t CudaLlama::Impl::DecodeSplit(const KvBatch& batch) const {
   if (opt.split_tokens >= 0) return opt.split_tokens;
+  if (opt.batch_invariant) return kBatchInvariantSplit;
   const int32_t def = DefaultDecodeConfig(c.head_dim, c.n_heads / c.n_kv_heads).split_tokens;
   int64_t tokens = 0;
   for (int32_t l : batch.kv_lens) tokens = std::max<int64_t>(tokens, l);
@@ -277,7 +301,7 @@ int32_t CudaLlama::Impl::DecodeSplit(const KvBatch& batch) const {
 
 Status CudaLlama::Impl::Logits(int64_t row0, int32_t m) {
   if (m <= 0) return Status::Ok();
-  FP_RETURN_IF_ERROR(ce::LaunchRmsNorm(x + row0 * c.d_model, out_norm, m, c.d_model, c.rms_eps, xn, stream));
+  FP_RETURN_IF_ERROR(ce::LaunchRmsNorm(x + row0 * c.d_model, out_norm, m, c.d_model, c.rms_eps, xn, stream, pdl()));
   return Gemm(out_w, c.vocab_size, c.d_model, xn, m, logits, 0.f);
 }
 
@@ -345,6 +369,28 @@ Result<std::unique_ptr<CudaLlama>> CudaLlama::FromWeights(const LlamaWeights& w,
     FP_CUDA_RETURN_IF_ERROR(cudaMemcpy(dst + row0 * mat.cols, host.data(), host.size() * 2, cudaMemcpyHostToDevice));
     return Status::Ok();
   };
+  // gate|up rows interleaved by GateUpRow (tiles of 4 gate + 4 up rows: the skinny GEMM's SwiGLU epilogue).
+  auto upload_gate_up = [&](const WeightMatrix& gate, const WeightMatrix& up, bf16* dst) -> Status {
+    FP_RETURN_IF_ERROR(gate.Validate("w_gate"));
+    FP_RETURN_IF_ERROR(up.Validate("w_up"));
+    if (gate.rows != up.rows || gate.cols != up.cols || gate.rows % 4 != 0) {
+      return InvalidArgument("cuda engine: w_gate and w_up must have the same shape with rows a multiple of 4");
+    }
+    row.resize(static_cast<size_t>(gate.cols));
+    host.resize(static_cast<size_t>(2 * gate.rows * gate.cols));
+    for (int half = 0; half < 2; ++half) {
+      const WeightMatrix& mat = half == 0 ? gate : up;
+      for (int64_t r = 0; r < mat.rows; ++r) {
+        FP_RETURN_IF_ERROR(DequantizeRow(mat, r, row.data()));
+        const int64_t dr = ce::GateUpRow(r, half == 1);
+        for (int64_t i = 0; i < mat.cols; ++i) {
+          host[static_cast<size_t>(dr * mat.cols + i)] = FloatToBf16(row[static_cast<size_t>(i)]);
+        }
+      }
+    }
+    FP_CUDA_RETURN_IF_ERROR(cudaMemcpy(dst, host.data(), host.size() * 2, cudaMemcpyHostToDevice));
+    return Status::Ok();
+  };
   auto vec = [](const std::vector<float>& v, float* dst) {
     return cudaMemcpy(dst, v.data(), v.size() * sizeof(float), cudaMemcpyHostToDevice);
   };
@@ -361,8 +407,7 @@ Result<std::unique_ptr<CudaLlama>> CudaLlama::FromWeights(const LlamaWeights& w,
     FP_RETURN_IF_ERROR(upload(L.wk, D.wqkv, c.q_dim(), "wk"));
     FP_RETURN_IF_ERROR(upload(L.wv, D.wqkv, c.q_dim() + c.kv_dim(), "wv"));
     FP_RETURN_IF_ERROR(upload(L.wo, D.wo, 0, "wo"));
-    FP_RETURN_IF_ERROR(upload(L.w_gate, D.wgu, 0, "w_gate"));
-    FP_RETURN_IF_ERROR(upload(L.w_up, D.wgu, c.d_ff, "w_up"));
+    FP_RETURN_IF_ERROR(upload_gate_up(L.w_gate, L.w_up, D.wgu));
     FP_RETURN_IF_ERROR(upload(L.w_down, D.wdown, 0, "w_down"));
   }
   FP_RETURN_IF_ERROR(upload(w.token_embd(), m.embd, 0, "token_embd"));

@@ -97,9 +97,15 @@ Status CudaLlama::Impl::GraphDecodeStep(std::span<const Reservation> res, std::s
   return Status::Ok();
 }
 
-void CudaLlama::SetDecodeTuning(bool graphs, int32_t gemv_max_batch, int32_t split_tokens) {
-  impl_->opt.decode_graphs = graphs;
-  impl_->opt.gemv_max_batch = std::max(0, gemv_max_batch);
+void CudaLlama::SetDecodeTuning(const DecodeTuning& t) {
+  CudaEngineOptions& o = impl_->opt;
+  const ModelConfig& c = impl_->c;
+  o.decode_graphs = t.decode_graphs;
+  if (t.gemv_max_batch >= 0) o.gemv_max_batch = t.gemv_max_batch;
+  if (t.skinny_max_batch >= 0) o.skinny_max_batch = t.skinny_max_batch;
+  o.pdl = t.pdl;
+  o.batch_invariant = t.batch_invariant && c.d_model % 32 == 0 && c.q_dim() % 32 == 0 && c.d_ff % 32 == 0;
+  const int32_t split_tokens = t.split_tokens;
   if (split_tokens == -1 || split_tokens == 0 || split_tokens >= 64) impl_->opt.split_tokens = split_tokens;
   if (impl_->stream != nullptr) cudaStreamSynchronize(impl_->stream);
   for (auto& [b, g] : impl_->graphs) {  // captured with the old GEMM choice

@@ -32,7 +32,7 @@ struct LayerDev {
   float* ffn_norm = nullptr;   // [d]
   bf16* wqkv = nullptr;        // [qd + 2 kvd, d]  rows: q | k | v
   bf16* wo = nullptr;          // [d, qd]
-  bf16* wgu = nullptr;         // [2 ff, d]        rows: gate | up
+  bf16* wgu = nullptr;         // [2 ff, d]        rows: gate and up interleaved in tiles of 4 (GateUpRow)
   bf16* wdown = nullptr;       // [d, ff]
 };
 
@@ -58,7 +58,7 @@ struct CudaLlama::Impl {
   float* qkv = nullptr;          // [T, qd + 2 kvd]
   bf16* q = nullptr;             // [T, Hq, hd]
   bf16* o = nullptr;             // [T, Hq, hd]
-  float* gu = nullptr;           // [T, 2 ff]
+  float* gu = nullptr;           // [T, 2 ff] gate|up rows interleaved (GateUpRow); unused on the skinny path
   bf16* h = nullptr;             // [T, ff]
   float* logits = nullptr;       // [T, vocab]
   bf16* kcap = nullptr;          // [T, Hkv, hd] anchor capture
@@ -87,6 +87,14 @@ struct CudaLlama::Impl {
   std::map<int32_t, DecodeGraph> graphs;
   int64_t graph_captures = 0, graph_replays = 0;
   int num_sms = 132;
+  bool pdl_supported = false;  // compute capability >= 9.0
+  // The fixed attention split of batch_invariant mode when split_tokens is -1 (per step elsewhere): 8 splits of
+  // a 4k context, enough CTAs at B = 1 without too many merges at B = 64 (bench_e2e "det" rows).
+  static constexpr int32_t kBatchInvariantSplit = 512;
+
+  bool pdl() const { return opt.pdl && pdl_supported; }
+  // Whether a step of n tokens runs its GEMMs on the skinny GEMM (then gate|up fuses SwiGLU).
+  bool UseSkinny(int n) const;
 
   // The decode split size of a step (CudaEngineOptions::split_tokens).
   int32_t DecodeSplit(const KvBatch& batch) const;
@@ -99,7 +107,7 @@ struct CudaLlama::Impl {
 
   Status Init(const ModelConfig& config, const CudaEngineOptions& o);
   Status AllocWeights();
-  // y[n, out] = x[n, in] . W^T + beta y: the GEMV kernel for n <= gemv_max_batch, else cuBLAS.
+  // y[n, out] = x[n, in] . W^T + beta y: GEMV, skinny GEMM or cuBLAS (CudaEngineOptions).
   Status Gemm(const bf16* w, int out, int in, const bf16* xin, int n, float* y, float beta);
   // Host arrays of one step -> the fixed device buffers. table: [num_seqs, stride] (host).
   Status Upload(std::span<const Reservation> res, std::span<const int32_t> toks, const KvBatch& batch,

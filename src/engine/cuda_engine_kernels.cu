@@ -9,14 +9,18 @@
 #include <string>
 
 #include "core/cuda_check.h"
+#include "engine/cuda_pdl.cuh"
 
 namespace fp::cuda_engine {
 namespace {
 
 constexpr int kRowThreads = 256;
 
-Status LaunchStatus(const char* what) {
-  const cudaError_t err = cudaGetLastError();
+// `launch`: what cudaLaunchKernelEx returned (cudaSuccess for a <<<>>> launch, which reports through
+// cudaGetLastError).
+Status LaunchStatus(const char* what, cudaError_t launch = cudaSuccess) {
+  const cudaError_t last = cudaGetLastError();
+  const cudaError_t err = launch != cudaSuccess ? launch : last;
   if (err == cudaSuccess) return Status::Ok();
   return Internal(std::string("cuda engine: ") + what + " launch failed: " + cudaGetErrorName(err));
 }
@@ -34,6 +38,8 @@ __device__ float BlockSum(float v, float* smem /* [32] */) {
 }
 
 __global__ void EmbedKernel(const int32_t* tokens, const __nv_bfloat16* table, int d, float* x) {
+  PdlWait();
+  PdlLaunchDependents();
   const int64_t t = blockIdx.x;
   const __nv_bfloat16* row = table + static_cast<int64_t>(tokens[t]) * d;
   for (int i = static_cast<int>(threadIdx.x); i < d; i += static_cast<int>(blockDim.x)) {
@@ -43,6 +49,8 @@ __global__ void EmbedKernel(const int32_t* tokens, const __nv_bfloat16* table, i
 
 __global__ void RmsNormKernel(const float* x, const float* w, int d, float eps, __nv_bfloat16* y) {
   __shared__ float smem[32];
+  PdlWait();
+  PdlLaunchDependents();
   const int64_t t = blockIdx.x;
   const float* xr = x + t * d;
   float ss = 0.f;
@@ -57,6 +65,8 @@ __global__ void RmsNormKernel(const float* x, const float* w, int d, float eps, 
 // One block per token. The rotation table of the token (hd/2 cos/sin pairs) is built once in shared memory.
 __global__ void RopeWriteKernel(RopeWriteArgs a) {
   extern __shared__ float cs[];  // [hd/2, 2]
+  PdlWait();
+  PdlLaunchDependents();
   const int t = static_cast<int>(blockIdx.x);
   const int half = a.hd / 2;
   const double pos = static_cast<double>(a.positions[t]);
@@ -102,10 +112,12 @@ __global__ void RopeWriteKernel(RopeWriteArgs a) {
 }
 
 __global__ void SwiGluKernel(const float* gu, int64_t n, int ff, __nv_bfloat16* h) {
+  PdlWait();
+  PdlLaunchDependents();
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= n * ff) return;
   const int64_t t = idx / ff, i = idx % ff;
-  const float g = gu[t * 2 * ff + i], u = gu[t * 2 * ff + ff + i];
+  const float g = gu[t * 2 * ff + GateUpRow(i, false)], u = gu[t * 2 * ff + GateUpRow(i, true)];
   h[idx] = __float2bfloat16(g / (1.f + __expf(-g)) * u);
 }
 
@@ -187,30 +199,34 @@ unsigned GridFor(size_t n) {
 
 }  // namespace
 
-Status LaunchEmbed(const int32_t* tokens, int n, const __nv_bfloat16* table, int d, float* x, cudaStream_t stream) {
+Status LaunchEmbed(const int32_t* tokens, int n, const __nv_bfloat16* table, int d, float* x, cudaStream_t stream,
+                   bool pdl) {
   if (n <= 0) return Status::Ok();
-  EmbedKernel<<<n, kRowThreads, 0, stream>>>(tokens, table, d, x);
-  return LaunchStatus("embed");
+  const cudaError_t e = LaunchKernel(pdl, EmbedKernel, dim3(n), dim3(kRowThreads), 0, stream, tokens, table, d, x);
+  return LaunchStatus("embed", e);
 }
 
-Status LaunchRmsNorm(const float* x, const float* w, int n, int d, float eps, __nv_bfloat16* y, cudaStream_t stream) {
+Status LaunchRmsNorm(const float* x, const float* w, int n, int d, float eps, __nv_bfloat16* y, cudaStream_t stream,
+                     bool pdl) {
   if (n <= 0) return Status::Ok();
-  RmsNormKernel<<<n, kRowThreads, 0, stream>>>(x, w, d, eps, y);
-  return LaunchStatus("rmsnorm");
+  const cudaError_t e = LaunchKernel(pdl, RmsNormKernel, dim3(n), dim3(kRowThreads), 0, stream, x, w, d, eps, y);
+  return LaunchStatus("rmsnorm", e);
 }
 
-Status LaunchRopeWriteKv(const RopeWriteArgs& a, cudaStream_t stream) {
+Status LaunchRopeWriteKv(const RopeWriteArgs& a, cudaStream_t stream, bool pdl) {
   if (a.n <= 0) return Status::Ok();
   if (a.hd % 2 != 0) return InvalidArgument("cuda engine: rope needs an even head_dim");
-  RopeWriteKernel<<<a.n, kRowThreads, static_cast<size_t>(a.hd) * sizeof(float), stream>>>(a);
-  return LaunchStatus("rope/kv write");
+  const cudaError_t e = LaunchKernel(pdl, RopeWriteKernel, dim3(a.n), dim3(kRowThreads), static_cast<size_t>(a.hd) * sizeof(float),
+                     stream, a);
+  return LaunchStatus("rope/kv write", e);
 }
 
-Status LaunchSwiGlu(const float* gu, int n, int ff, __nv_bfloat16* h, cudaStream_t stream) {
+Status LaunchSwiGlu(const float* gu, int n, int ff, __nv_bfloat16* h, cudaStream_t stream, bool pdl) {
   const int64_t total = static_cast<int64_t>(n) * ff;
   if (total <= 0) return Status::Ok();
-  SwiGluKernel<<<static_cast<unsigned>((total + 255) / 256), 256, 0, stream>>>(gu, n, ff, h);
-  return LaunchStatus("swiglu");
+  const cudaError_t e = LaunchKernel(pdl, SwiGluKernel, dim3(static_cast<unsigned>((total + 255) / 256)), dim3(256), 0, stream, gu,
+                     static_cast<int64_t>(n), ff, h);
+  return LaunchStatus("swiglu", e);
 }
 
 Status LaunchArgmax(const float* logits, int n, int vocab, int32_t* out, cudaStream_t stream) {

@@ -2,8 +2,10 @@
 // everything that is not a GEMM (cuBLAS) or attention (attention_cuda.h). Launchers enqueue on `stream` and
 // check the launch; preconditions (token ids in range, slot rows in the pool) are the caller's, checked on
 // the host before upload. Activations: residual stream f32, GEMM inputs bf16, GEMM outputs f32. defines:
-// LaunchEmbed, LaunchRmsNorm, LaunchRopeWriteKv, LaunchSwiGlu, LaunchArgmax, LaunchRandomBf16,
-//          LaunchFillF32, LaunchF32ToBf16, GemvSupported, LaunchGemvBf16 (cuda_gemv.cu)
+// LaunchEmbed, LaunchRmsNorm, LaunchRopeWriteKv, GateUpRow, LaunchSwiGlu, LaunchArgmax, LaunchRandomBf16,
+//          LaunchFillF32, LaunchF32ToBf16, GemvSupported, LaunchGemvBf16 (cuda_gemv.cu),
+//          SkinnyGemmSupported, LaunchSkinnyGemm, LaunchSkinnyGemmSwiGlu (cuda_skinny_gemm.cu)
+// `pdl`: launch with programmatic dependent launch (cuda_pdl.cuh; the caller checks the device is sm_90+).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -17,11 +19,11 @@ namespace fp::cuda_engine {
 
 // x[t, :] = float(table[tokens[t], :]).  tokens: [n], table: [vocab, d] bf16, x: [n, d] f32.
 Status LaunchEmbed(const int32_t* tokens, int n, const __nv_bfloat16* table, int d, float* x,
-                   cudaStream_t stream);
+                   cudaStream_t stream, bool pdl = false);
 
 // y[t, :] = bf16(x[t, :] * rsqrt(mean(x[t, :]^2) + eps) * w).  x: [n, d] f32, w: [d] f32, y: [n, d] bf16.
 Status LaunchRmsNorm(const float* x, const float* w, int n, int d, float eps, __nv_bfloat16* y,
-                     cudaStream_t stream);
+                     cudaStream_t stream, bool pdl = false);
 
 // One launch per layer after the QKV GEMM: RoPE ("normal" mode: adjacent pairs (2i, 2i+1) rotate by
 // pos * inv_freq[i], angles in double like the CPU engine) on q and k, then
@@ -41,10 +43,15 @@ struct RopeWriteArgs {
   __nv_bfloat16* v_cap;
   int n, hq, hkv, hd;
 };
-Status LaunchRopeWriteKv(const RopeWriteArgs& a, cudaStream_t stream);
+Status LaunchRopeWriteKv(const RopeWriteArgs& a, cudaStream_t stream, bool pdl = false);
 
-// h[t, i] = bf16(silu(gu[t, i]) * gu[t, ff + i]).  gu: [n, 2*ff] f32 (gate | up), h: [n, ff] bf16.
-Status LaunchSwiGlu(const float* gu, int n, int ff, __nv_bfloat16* h, cudaStream_t stream);
+// The fused gate|up matrix [2*ff, d] interleaves tiles of 4 gate rows and 4 up rows (ff % 4 == 0), so the
+// skinny GEMM's 8-row tile holds both halves of 4 SwiGLU outputs: the row of gate i (up = false) or up i.
+__host__ __device__ constexpr int64_t GateUpRow(int64_t i, bool up) { return (i / 4) * 8 + (up ? 4 : 0) + i % 4; }
+
+// h[t, i] = bf16(silu(gate) * up), gate = gu[t, GateUpRow(i, false)], up = gu[t, GateUpRow(i, true)].
+// gu: [n, 2*ff] f32, h: [n, ff] bf16.
+Status LaunchSwiGlu(const float* gu, int n, int ff, __nv_bfloat16* h, cudaStream_t stream, bool pdl = false);
 
 // out[t] = argmax_i logits[t, i] (lowest index on ties, NaN never wins).  logits: [n, vocab] f32, out: [n].
 Status LaunchArgmax(const float* logits, int n, int vocab, int32_t* out, cudaStream_t stream);
@@ -61,7 +68,19 @@ Status LaunchF32ToBf16(const float* src, size_t n, __nv_bfloat16* dst, cudaStrea
 // in % 8 == 0, W and x 16-byte aligned (GemvSupported); deterministic, one launch.
 inline constexpr int kGemvMaxRows = 8;
 bool GemvSupported(int out, int in, const void* w, const void* x, int n);
+// depth: 16-byte loads in flight per lane and row (4, 8, 16; 0 = by `in`, the measured choice).
 Status LaunchGemvBf16(const __nv_bfloat16* w, int out, int in, const __nv_bfloat16* x, int n, float* y,
-                      float beta, cudaStream_t stream);
+                      float beta, cudaStream_t stream, bool pdl = false, int depth = 0);
+
+// Batch-invariant tensor-core GEMM (cuda_skinny_gemm.cu): y[n, out] = x[n, in] . W[out, in]^T + beta * y (f32
+// out), any n >= 1 (fast for n <= 64), in % 32 == 0, W and x 16-byte aligned (SkinnyGemmSupported). Each token's
+// row of y is bit-identical whatever n is and wherever the token sits in x.
+bool SkinnyGemmSupported(int out, int in, const void* w, const void* x, int n);
+Status LaunchSkinnyGemm(const __nv_bfloat16* w, int out, int in, const __nv_bfloat16* x, int n, float* y,
+                        float beta, bool pdl, cudaStream_t stream);
+// The same GEMM on a GateUpRow-interleaved gate|up matrix [2*ff, in] with SwiGLU in the epilogue:
+// h[n, ff] = bf16(silu(gate) * up), bit-identical to LaunchSkinnyGemm + LaunchSwiGlu.
+Status LaunchSkinnyGemmSwiGlu(const __nv_bfloat16* w_gate_up, int ff, int in, const __nv_bfloat16* x, int n,
+                              __nv_bfloat16* h, bool pdl, cudaStream_t stream);
 
 }  // namespace fp::cuda_engine

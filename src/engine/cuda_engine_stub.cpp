@@ -41,7 +41,7 @@ Result<int32_t> CudaLlama::Length(SeqId) const { return NoCuda(); }
 Status CudaLlama::Forward(SeqId, std::span<const int32_t>, int32_t, std::vector<float>*) { return NoCuda(); }
 Status CudaLlama::DecodeStep(std::span<const SeqId>, std::span<const int32_t>) { return NoCuda(); }
 const float* CudaLlama::device_logits() const { return nullptr; }
-void CudaLlama::SetDecodeTuning(bool, int32_t, int32_t) {}
+void CudaLlama::SetDecodeTuning(const DecodeTuning&) {}
 CudaLlama::DecodeStats CudaLlama::decode_stats() const { return {}; }
 Status CudaLlama::DecodeLogits(std::span<const SeqId>, std::span<const int32_t>, std::vector<float>*) {
   return NoCuda();

@@ -13,12 +13,12 @@
 
 #include "core/cuda_check.h"
 #include "engine/cuda_engine_kernels.h"
+#include "engine/cuda_pdl.cuh"
 
 namespace fp::cuda_engine {
 namespace {
 
 constexpr int kWarpsPerBlock = 8;
-constexpr int kU = 4;  // 256-element chunks in flight per row and lane step
 
 __device__ __forceinline__ float Dot8(const uint4& w, const uint4& x) {
   const auto* wp = reinterpret_cast<const __nv_bfloat162*>(&w);
@@ -33,13 +33,31 @@ __device__ __forceinline__ float Dot8(const uint4& w, const uint4& x) {
   return s;
 }
 
-// NT: token slots (>= n), R: rows per warp.
-template <int NT, int R>
+// NT: token slots (>= n), R: rows per warp, kU: 256-element chunks in flight per row and lane step.
+template <int NT, int R, int kU>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32) GemvKernel(const __nv_bfloat16* __restrict__ w, int out, int in,
                                                                  const __nv_bfloat16* __restrict__ x, int n,
                                                                  float* __restrict__ y, float beta) {
   const int lane = threadIdx.x & 31;
   const int row0 = (blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5)) * R;
+  const uint4* wrow[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    wrow[r] = reinterpret_cast<const uint4*>(w + int64_t(min(row0 + r, out - 1)) * in);  // rows past out: unused
+  }
+  const int chunks = in / 8;  // 16-byte chunks per row
+  uint4 wv[kU][R];
+  auto load = [&](int c0) {
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      const int c = c0 + u * 32;
+#pragma unroll
+      for (int r = 0; r < R; ++r) wv[u][r] = c < chunks ? __ldcs(wrow[r] + c) : make_uint4(0, 0, 0, 0);
+    }
+  };
+  load(lane);  // before the wait: weights never depend on the previous kernel (PDL)
+  PdlWait();
+  PdlLaunchDependents();
   if (row0 >= out) return;
   float acc[R][NT];
 #pragma unroll
@@ -47,24 +65,11 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) GemvKernel(const __nv_bfl
 #pragma unroll
     for (int t = 0; t < NT; ++t) acc[r][t] = 0.f;
   }
-  const uint4* wrow[R];
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-    wrow[r] = reinterpret_cast<const uint4*>(w + int64_t(min(row0 + r, out - 1)) * in);  // rows past out: unused
-  }
-  const int chunks = in / 8;  // 16-byte chunks per row
   for (int c0 = lane; c0 < chunks; c0 += 32 * kU) {
-    uint4 wv[kU][R];
 #pragma unroll
     for (int u = 0; u < kU; ++u) {
       const int c = c0 + u * 32;
-#pragma unroll
-      for (int r = 0; r < R; ++r) wv[u][r] = c < chunks ? __ldcs(wrow[r] + c) : make_uint4(0, 0, 0, 0);
-    }
-#pragma unroll
-    for (int u = 0; u < kU; ++u) {
-      const int c = c0 + u * 32;
-      if (c >= chunks) break;
+      if (c >= chunks) continue;  // (not break: keeps the loop unrolled, wv in registers)
 #pragma unroll
       for (int t = 0; t < NT; ++t) {
         if (t < n) {
@@ -74,6 +79,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) GemvKernel(const __nv_bfl
         }
       }
     }
+    if (c0 + 32 * kU < chunks) load(c0 + 32 * kU);
   }
 #pragma unroll
   for (int r = 0; r < R; ++r) {
@@ -90,13 +96,12 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) GemvKernel(const __nv_bfl
   }
 }
 
-template <int NT, int R>
+template <int NT, int R, int kU>
 Status Launch(const __nv_bfloat16* w, int out, int in, const __nv_bfloat16* x, int n, float* y, float beta,
-              cudaStream_t stream) {
+              cudaStream_t stream, bool pdl) {
   constexpr int kRowsPerBlock = kWarpsPerBlock * R;
-  GemvKernel<NT, R><<<(out + kRowsPerBlock - 1) / kRowsPerBlock, kWarpsPerBlock * 32, 0, stream>>>(w, out, in, x, n, y,
-                                                                                                    beta);
-  FP_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  FP_CUDA_RETURN_IF_ERROR(LaunchKernel(pdl, GemvKernel<NT, R, kU>, dim3((out + kRowsPerBlock - 1) / kRowsPerBlock),
+                                       dim3(kWarpsPerBlock * 32), 0, stream, w, out, in, x, n, y, beta));
   return Status::Ok();
 }
 
@@ -108,16 +113,24 @@ bool GemvSupported(int out, int in, const void* w, const void* x, int n) {
 }
 
 Status LaunchGemvBf16(const __nv_bfloat16* w, int out, int in, const __nv_bfloat16* x, int n, float* y, float beta,
-                      cudaStream_t stream) {
-  if (!GemvSupported(out, in, w, x, n)) {
+                      cudaStream_t stream, bool pdl, int depth) {
+  if (!GemvSupported(out, in, w, x, n) || (depth != 0 && depth != 4 && depth != 8 && depth != 16)) {
     return InvalidArgument("gemv: unsupported shape (n " + std::to_string(n) + ", in " + std::to_string(in) +
-                           ") or unaligned operands");
+                           "), depth " + std::to_string(depth) + " or unaligned operands");
   }
+  // Depth 4 is the measured choice for every Llama-3-8B matrix and n (bench_gemm on an H200: d8 and d16 were
+  // slower, up to 2x at n >= 2: more registers, fewer resident warps).
+  if (depth == 0) depth = 4;
+  auto launch = [&]<int NT, int R>() {
+    if (depth == 16) return Launch<NT, R, 16>(w, out, in, x, n, y, beta, stream, pdl);
+    if (depth == 8) return Launch<NT, R, 8>(w, out, in, x, n, y, beta, stream, pdl);
+    return Launch<NT, R, 4>(w, out, in, x, n, y, beta, stream, pdl);
+  };
   // Two rows per warp once several tokens share each weight load (halves the x traffic through L1).
-  if (n == 1) return Launch<1, 1>(w, out, in, x, n, y, beta, stream);
-  if (n == 2) return Launch<2, 1>(w, out, in, x, n, y, beta, stream);
-  if (n <= 4) return Launch<4, 2>(w, out, in, x, n, y, beta, stream);
-  return Launch<8, 2>(w, out, in, x, n, y, beta, stream);
+  if (n == 1) return launch.template operator()<1, 1>();
+  if (n == 2) return launch.template operator()<2, 1>();
+  if (n <= 4) return launch.template operator()<4, 2>();
+  return launch.template operator()<8, 2>();
 }
 
 }  // namespace fp::cuda_engine

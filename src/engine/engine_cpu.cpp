@@ -9,6 +9,7 @@
 
 #include "fieldprint/attention.h"
 #include "fieldprint/engine.h"
+#include "fieldprint/head_gamma.h"
 
 namespace fp {
 
@@ -65,7 +66,8 @@ Result<std::unique_ptr<LlamaEngine>> LlamaEngine::Create(LlamaWeights weights, c
   if (options.page_size <= 0 || options.kv_capacity <= 0 || options.max_chunk <= 0) {
     return InvalidArgument("engine: page_size, kv_capacity and max_chunk must be positive");
   }
-  if (!std::isfinite(options.gamma)) return InvalidArgument("engine: gamma must be finite");
+  auto gammas = ResolveHeadGammas(options.gamma, options.gamma_per_head, weights.config().n_heads);
+  if (!gammas.ok()) return InvalidArgument("engine: " + gammas.status().message());
   auto e = std::make_unique<LlamaEngine>(std::move(weights), options, PrivateTag());
   const ModelConfig& c = e->weights_.config();
   e->pool_ = std::make_unique<ThreadPool>(options.num_threads);
@@ -79,7 +81,7 @@ Result<std::unique_ptr<LlamaEngine>> LlamaEngine::Create(LlamaWeights weights, c
   auto cache = KvCache::Create(layout, Device::kCpu);
   if (!cache.ok()) return cache.status();
   e->cache_ = std::make_unique<KvCache>(std::move(cache).value());
-  e->set_gamma(options.gamma);
+  e->gamma_ = std::move(gammas).value();
   const auto m = static_cast<size_t>(options.max_chunk);
   const auto d = static_cast<size_t>(c.d_model), hd = static_cast<size_t>(c.head_dim);
   e->x_.resize(m * d);
@@ -144,6 +146,12 @@ Result<std::shared_ptr<AnchorSegment>> LlamaEngine::BuildAnchor(std::span<const 
 
 Status LlamaEngine::Forward(SeqId seq, std::span<const int32_t> tokens, int32_t n_logits,
                             std::vector<float>* logits) {
+  return Forward(seq, tokens, n_logits, logits, {}, nullptr);
+}
+
+Status LlamaEngine::Forward(SeqId seq, std::span<const int32_t> tokens, int32_t n_logits,
+                            std::vector<float>* logits, std::span<const int32_t> hidden_rows,
+                            std::vector<float>* hidden) {
   const ModelConfig& c = config();
   const auto n = static_cast<int64_t>(tokens.size());
   if (n_logits < 0 || n_logits > n) {
@@ -151,6 +159,11 @@ Status LlamaEngine::Forward(SeqId seq, std::span<const int32_t> tokens, int32_t 
                            "]");
   }
   if (n_logits > 0 && logits == nullptr) return InvalidArgument("forward: null logits");
+  if (!hidden_rows.empty() && hidden == nullptr) return InvalidArgument("forward: null hidden");
+  for (size_t i = 0; i < hidden_rows.size(); ++i) {
+    if (hidden_rows[i] < 0 || hidden_rows[i] >= n || (i > 0 && hidden_rows[i] <= hidden_rows[i - 1]))
+      return InvalidArgument("forward: hidden rows must be increasing indices into the tokens");
+  }
   auto len = cache_->meta().Length(seq);
   if (!len.ok()) return len.status();
   auto anchor = cache_->meta().Anchor(seq);
@@ -166,13 +179,21 @@ Status LlamaEngine::Forward(SeqId seq, std::span<const int32_t> tokens, int32_t 
   }
   if (logits != nullptr)
     logits->assign(static_cast<size_t>(n_logits) * static_cast<size_t>(c.vocab_size), 0.f);
+  if (hidden != nullptr) hidden->assign(hidden_rows.size() * static_cast<size_t>(c.d_model), 0.f);
   const int64_t first_logit = n - n_logits;  // global index of the first token whose logits are wanted
+  std::vector<int32_t> local;  // [hidden rows of this chunk] chunk-local indices
+  size_t h = 0;                // next hidden row
   for (int64_t c0 = 0; c0 < n; c0 += options_.max_chunk) {
     const int64_t m = std::min<int64_t>(options_.max_chunk, n - c0);
     const int64_t lf = std::max<int64_t>(0, first_logit - c0);
     float* out = lf < m ? logits->data() + (c0 + lf - first_logit) * c.vocab_size : nullptr;
+    local.clear();
+    const size_t h0 = h;
+    for (; h < hidden_rows.size() && hidden_rows[h] < c0 + m; ++h)
+      local.push_back(static_cast<int32_t>(hidden_rows[h] - c0));
+    float* hout = local.empty() ? nullptr : hidden->data() + h0 * static_cast<size_t>(c.d_model);
     FP_RETURN_IF_ERROR(ForwardChunk(seq, tokens.subspan(static_cast<size_t>(c0), static_cast<size_t>(m)), a,
-                                    static_cast<int32_t>(lf), out, nullptr));
+                                    static_cast<int32_t>(lf), out, nullptr, local, hout));
   }
   return Status::Ok();
 }
@@ -218,7 +239,8 @@ Status LlamaEngine::Attention(int layer, const KvBatch& batch, int32_t n) {
 }
 
 Status LlamaEngine::ForwardChunk(SeqId seq, std::span<const int32_t> tokens, int32_t pos_offset,
-                                 int32_t logits_from, float* logits, AnchorSegment* capture) {
+                                 int32_t logits_from, float* logits, AnchorSegment* capture,
+                                 std::span<const int32_t> hidden_rows, float* hidden) {
   const ModelConfig& c = config();
   const auto n = static_cast<int32_t>(tokens.size());
   if (n == 0) return Status::Ok();
@@ -302,6 +324,11 @@ Status LlamaEngine::ForwardChunk(SeqId seq, std::span<const int32_t> tokens, int
     prep(gate_.data(), ff, quant);
     if (Status st = LinearCpuQ8(L.w_down, xq_, gate_.data(), xn_.data(), pool); !st.ok()) return fail(st);
     for (int64_t i = 0; i < n * d; ++i) x_[static_cast<size_t>(i)] += xn_[static_cast<size_t>(i)];
+  }
+  // Final hidden states: the same per-row RmsNorm as the logits path below, so the same bits.
+  for (size_t i = 0; i < hidden_rows.size(); ++i) {
+    RmsNorm(x_.data() + static_cast<int64_t>(hidden_rows[i]) * d, weights_.output_norm().data(), 1, d,
+            c.rms_eps, hidden + static_cast<int64_t>(i) * d);
   }
   if (logits != nullptr && logits_from < n) {
     const int32_t m = n - logits_from;

@@ -50,6 +50,7 @@ Result<GenerationStats> Generator::Generate(std::span<const int32_t> prompt, con
   if (opt.inject_fault_step >= 0 && opt.verify == VerifyMode::kOff) {
     return InvalidArgument("generate: --inject-fault needs verification on (--verify sync|async|sync-full)");
   }
+  if (opt.inject_fault_step >= 0) FP_RETURN_IF_ERROR(CheckKvFaultTarget(opt.inject_fault_target, engine_.cache().layout()));
   if (opt.verified_only && opt.verify == VerifyMode::kOff) {
     return InvalidArgument("generate: --verified-only needs verification on");
   }
@@ -86,6 +87,7 @@ Result<GenerationStats> Generator::Generate(std::span<const int32_t> prompt, con
     std::span<const float> logits;  // [vocab] of the last step's last token (owned by the backend)
     StreamDecoder decoder(tok_);
     size_t released = 0;  // generated tokens whose text went out
+    Status fault_pending;  // why the requested fault could not be placed yet (ok: not due or injected)
 
     auto after_step = [&]() -> Status {
       if (!ver) return Status::Ok();
@@ -189,14 +191,21 @@ Result<GenerationStats> Generator::Generate(std::span<const int32_t> prompt, con
         if (finished()) break;  // the last token is not fed: nothing would read its KV
         if (opt.inject_fault_step >= 0 && stats.faults_injected == 0 &&
             static_cast<int64_t>(stats.tokens.size()) >= opt.inject_fault_step) {
-          // A flipped exponent bit in the first page of layer 0's K: the silent corruption audits must catch.
+          // A flipped bit in committed KV: the silent corruption audits must catch. Until the target's bytes
+          // are committed (a page not yet full), try again at the next step.
           FP_RETURN_IF_ERROR(ver->Drain());
           auto table = engine_.cache().meta().BlockTable(seq);
           if (!table.ok()) return table.status();
-          if (!table->empty()) {
-            FP_RETURN_IF_ERROR(
-                FlipKvBit(engine_.cache().storage(), KvBitFlip{0, KvPart::kK, (*table)[0], 3, 6}));
+          auto clog = ver->Log(seq);
+          if (!clog.ok()) return clog.status();
+          auto fault = ResolveKvFault(opt.inject_fault_target, engine_.cache().layout(), *table,
+                                      clog->last_position());
+          if (fault.ok()) {
+            FP_RETURN_IF_ERROR(FlipKvBit(engine_.cache().storage(), fault->flip));
             ++stats.faults_injected;
+            stats.fault_target = KvFaultTargetString(fault->target);
+          } else {
+            fault_pending = fault.status();
           }
         }
         log.push_back(*tok);
@@ -208,6 +217,10 @@ Result<GenerationStats> Generator::Generate(std::span<const int32_t> prompt, con
       return Status::Ok();
     };
     FP_RETURN_IF_ERROR(decode());
+    if (stats.faults_injected == 0 && !fault_pending.ok()) {
+      // The step came but the target never lay in committed KV: say why instead of reporting 0 faults.
+      return OutOfRange("generate: the fault was never injected: " + fault_pending.message());
+    }
     if (ver) {
       // Close the turn: commit the tail and wait, so the watermark covers what was produced. A corruption
       // found only now rolls back like any other; dropped tokens are generated again.

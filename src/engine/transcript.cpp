@@ -136,7 +136,7 @@ json BodyJson(const Transcript& t) {
                        {"last_entry", c.last_entry.Hex()},
                        {"proof", proof}});
   }
-  return {
+  json body = {
       {"format", "fieldprint-transcript"},
       {"version", t.version},
       {"model",
@@ -166,6 +166,49 @@ json BodyJson(const Transcript& t) {
       {"generated", t.generated},
       {"commits", commits},
   };
+  if (t.fingerprints) {
+    const Fingerprints& f = *t.fingerprints;
+    json blocks = json::array();
+    for (const BlockFingerprint& b : f.blocks)
+      blocks.push_back({{"row", b.row}, {"indices", b.indices}, {"values", b.values}});
+    body["fingerprints"] = {{"hidden", "final_rmsnorm"}, {"value_dtype", "bf16"}, {"block", f.block},
+                            {"top_k", f.top_k}, {"blocks", blocks}};
+  }
+  return body;
+}
+
+// The optional "fingerprints" object; shapes checked against the tokens (n fed rows) and d_model.
+Result<Fingerprints> ParseFingerprints(const json& j, int32_t n, int32_t d_model) {
+  Reader r{j, "fingerprints"};
+  auto hidden = r.Str("hidden");
+  if (!hidden.ok()) return hidden.status();
+  auto vdt = r.Str("value_dtype");
+  if (!vdt.ok()) return vdt.status();
+  if (*hidden != "final_rmsnorm" || *vdt != "bf16")
+    return InvalidArgument("transcript: fingerprints must be of final_rmsnorm states in bf16");
+  Fingerprints f;
+  FP_ASSIGN(f.block, r.Int("block", 1, 1 << 20));
+  FP_ASSIGN(f.top_k, r.Int("top_k", 1, 1 << 20));
+  auto blocks = r.Field("blocks");
+  if (!blocks.ok()) return blocks.status();
+  if (!(*blocks)->is_array()) return InvalidArgument("transcript: fingerprints.blocks is not an array");
+  if ((*blocks)->size() > (size_t{1} << 24)) return InvalidArgument("transcript: too many fingerprint blocks");
+  for (size_t i = 0; i < (*blocks)->size(); ++i) {
+    Reader b{(**blocks)[i], "fingerprints.blocks[" + std::to_string(i) + "]"};
+    BlockFingerprint bf;
+    FP_ASSIGN(bf.row, b.Int("row", 0, std::numeric_limits<int32_t>::max()));
+    FP_ASSIGN(bf.indices, b.Tokens("indices"));  // non-negative int32s; range checked by Validate
+    auto vals = b.Field("values");
+    if (!vals.ok()) return vals.status();
+    if (!(*vals)->is_array()) return InvalidArgument("transcript: " + b.where + ".values is not an array");
+    for (const json& v : **vals) {
+      if (!v.is_number()) return InvalidArgument("transcript: " + b.where + ".values holds a non-number");
+      bf.values.push_back(static_cast<float>(v.get<double>()));
+    }
+    f.blocks.push_back(std::move(bf));
+  }
+  FP_RETURN_IF_ERROR(f.Validate(n, d_model));
+  return f;
 }
 
 using EvpKey = std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)>;
@@ -278,6 +321,13 @@ Result<Transcript> Transcript::Parse(std::string_view text) {
       return InvalidArgument("transcript: " + c.where + ".proof is neither an array nor null");
     }
     t.commits.push_back(std::move(tc));
+  }
+  if (auto it = j.find("fingerprints"); it != j.end()) {
+    const size_t fed = t.prompt.size() + (t.generated.empty() ? 0 : t.generated.size() - 1);
+    if (fed > static_cast<size_t>(kMaxI)) return InvalidArgument("transcript: too many tokens");
+    auto f = ParseFingerprints(*it, static_cast<int32_t>(fed), t.d_model);
+    if (!f.ok()) return f.status();
+    t.fingerprints = std::move(f).value();
   }
   if (auto it = j.find("signature"); it != j.end()) {
     Reader s{*it, "signature"};

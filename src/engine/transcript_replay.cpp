@@ -51,6 +51,7 @@ Result<std::vector<int32_t>> PolicyPositions(const Transcript& t, int32_t kv_len
 Result<ReplayReport> ReplayTranscript(const Transcript& t, LlamaEngine& engine, const ReplayOptions& opt) {
   using Clock = std::chrono::steady_clock;
   const auto t0 = Clock::now();
+  if (opt.tolerant) return ReplayTranscriptTolerant(t, engine, opt);
   ReplayReport rep;
   if (t.device != "cpu") return Unimplemented("transcript: only CPU transcripts replay bit for bit");
   const ModelConfig& c = engine.config();
@@ -187,7 +188,14 @@ Result<ReplayReport> ReplayTranscript(const Transcript& t, LlamaEngine& engine, 
 Result<ReplayReport> VerifyTranscript(const Transcript& t, const std::string& model_path,
                                       const ReplayOptions& opt) {
   ReplayReport rep;
-  if (t.device != "cpu") return Unimplemented("transcript: only CPU transcripts replay bit for bit");
+  if (t.device != "cpu" && !opt.tolerant)
+    return Unimplemented("transcript: only CPU transcripts replay bit for bit (try the tolerant check)");
+  if (!opt.tolerant && (!opt.weights.empty() || !opt.kv_dtype.empty()))
+    return InvalidArgument("replay: other weights / KV dtype only in the tolerant mode");
+  const std::string weights_mode = opt.weights.empty() ? t.weights : opt.weights;
+  const std::string kv_dtype = opt.kv_dtype.empty() ? t.kv_dtype : opt.kv_dtype;
+  if (weights_mode != "quantized" && weights_mode != "f32") return InvalidArgument("replay: weights mode");
+  if (kv_dtype != "f32" && kv_dtype != "f16" && kv_dtype != "bf16") return InvalidArgument("replay: KV dtype");
   if (Status st = CheckTranscriptSignature(t); !st.ok()) {
     if (st.code() == StatusCode::kDataLoss) return Fail(rep, -1, st.message());
     return st;
@@ -209,11 +217,11 @@ Result<ReplayReport> VerifyTranscript(const Transcript& t, const std::string& mo
   if (!digest.ok()) return digest.status();
   if (!(*digest == t.model_sha256)) return Fail(rep, -1, "model file digest differs from the transcript's");
   auto weights =
-      LlamaWeights::Load(model_path, t.weights == "f32" ? WeightStorage::kF32 : WeightStorage::kQuantized);
+      LlamaWeights::Load(model_path, weights_mode == "f32" ? WeightStorage::kF32 : WeightStorage::kQuantized);
   if (!weights.ok()) return weights.status();
   EngineOptions eo;
   eo.num_threads = opt.threads;
-  eo.kv_dtype = t.kv_dtype == "f16" ? DType::kF16 : t.kv_dtype == "bf16" ? DType::kBF16 : DType::kF32;
+  eo.kv_dtype = kv_dtype == "f16" ? DType::kF16 : kv_dtype == "bf16" ? DType::kBF16 : DType::kF32;
   eo.page_size = t.page_size;
   eo.gamma = t.gamma;
   const size_t need = t.prompt.size() + t.generated.size() + static_cast<size_t>(t.page_size);

@@ -21,6 +21,14 @@ Status Copy2D(void* dst, size_t dpitch, const void* src, size_t spitch, size_t w
 Status ScatterRows(std::byte* k_pool, std::byte* v_pool, const int64_t* rows, int64_t n, const std::byte* k,
                    const std::byte* v, int64_t k_stride_bytes, int64_t v_stride_bytes, int64_t row_bytes,
                    void* stream);
+// Pinned host memory (cudaHostAlloc) and the events that say when an asynchronous copy out of it is done.
+Status HostAllocPinned(std::byte** out, size_t bytes);
+void HostFreePinned(void* p) noexcept;
+Status EventCreate(void** event);  // timing disabled
+void EventDestroy(void* event) noexcept;
+Status EventRecord(void* event, void* stream);
+Status EventSynchronize(void* event);  // a never-recorded event is complete
+Result<bool> EventDone(void* event);   // cudaEventQuery: true when complete
 }  // namespace fp::kvcuda
 
 namespace fp::kvcache_detail {

@@ -20,5 +20,19 @@ Status ScatterRows(std::byte*, std::byte*, const int64_t*, int64_t, const std::b
   return NoCuda();
 }
 
+Status HostAllocPinned(std::byte** out, size_t) {
+  *out = nullptr;
+  return NoCuda();
+}
+void HostFreePinned(void*) noexcept {}
+Status EventCreate(void** event) {
+  *event = nullptr;
+  return NoCuda();
+}
+void EventDestroy(void*) noexcept {}
+Status EventRecord(void*, void*) { return NoCuda(); }
+Status EventSynchronize(void*) { return NoCuda(); }
+Result<bool> EventDone(void*) { return NoCuda(); }
+
 }  // namespace fp::kvcuda
 #endif

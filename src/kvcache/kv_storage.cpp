@@ -1,4 +1,5 @@
-// KvStorage: per-layer K/V pools; host writes are row memcpys, CUDA writes go through kvcuda (kv_storage_cuda.cu).
+// KvStorage: per-layer K/V pools; host writes are row memcpys, CUDA writes go through kvcuda (kv_storage_cuda.cu)
+// with the slot list uploaded from pinned staging (pinned_staging.h).
 // Every entry point validates all of its input before the first byte moves.
 #include "fieldprint/kv_storage.h"
 
@@ -7,12 +8,14 @@
 
 #include "kvcache/device_buffer.h"
 #include "kvcache/kv_rows.h"
+#include "kvcache/pinned_staging.h"
 
 namespace fp {
 
 using kvcache_detail::DeviceBuffer;
 
 KvStorage::KvStorage() = default;
+uint64_t KvStorage::staging_waits() const { return staging_ ? staging_->waits() : 0; }
 KvStorage::KvStorage(KvStorage&&) noexcept = default;
 KvStorage& KvStorage::operator=(KvStorage&&) noexcept = default;
 KvStorage::~KvStorage() = default;
@@ -77,8 +80,16 @@ Status KvStorage::Write(int layer, std::span<const KvSlot> slots, const TensorVi
         scratch_.push_back(std::move(buf).value());
       }
       scratch_rows_.clear();  // if the upload fails the cache is invalid, not stale
-      FP_RETURN_IF_ERROR(kvcuda::Copy2D(scratch_[0].data(), rows.size() * sizeof(int64_t), rows.data(),
-                                        rows.size() * sizeof(int64_t), rows.size() * sizeof(int64_t), 1, stream));
+      // Through pinned staging: from pageable memory the copy would be synchronous with the host.
+      if (!staging_) staging_ = std::make_unique<kvcache_detail::PinnedStaging>();
+      const size_t bytes = rows.size() * sizeof(int64_t);
+      auto pinned = staging_->Acquire(bytes);  // waits only if this ring slot's last copy is still in flight
+      if (!pinned.ok()) return pinned.status();
+      std::memcpy(*pinned, rows.data(), bytes);
+      const Status copied = kvcuda::Copy2D(scratch_[0].data(), bytes, *pinned, bytes, bytes, 1, stream);
+      FP_RETURN_IF_ERROR(staging_->Release(stream));  // the slot is busy until the copy is done
+      FP_RETURN_IF_ERROR(copied);
+      ++slot_uploads_;
       scratch_rows_ = std::move(rows);
     }
     return kvcuda::ScatterRows(kp, vp, reinterpret_cast<const int64_t*>(scratch_[0].data()),

@@ -4,7 +4,8 @@
 // scattered slots: one CTA per (token, K|V) copies its row with the widest unit (16/8/4/2/1 B) that divides the
 // row size, both base addresses and both strides, so bf16 rows of d = 128 move as 16-byte loads. Page copies
 // (copy-on-write) are plain contiguous cudaMemcpyAsync device-to-device. Everything is async on the caller's
-// stream; no managed memory.
+// stream; no managed memory. The slot rows are uploaded from pinned staging (pinned_staging.h), whose pinned
+// buffers and events are allocated here too.
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -75,6 +76,52 @@ Status Copy2D(void* dst, size_t dpitch, const void* src, size_t spitch, size_t w
   const cudaError_t e = cudaMemcpy2DAsync(dst, dpitch, src, spitch, width, height, cudaMemcpyDefault,
                                           static_cast<cudaStream_t>(stream));
   return e == cudaSuccess ? Status::Ok() : CudaError(e, "cudaMemcpy2DAsync");
+}
+
+Status HostAllocPinned(std::byte** out, size_t bytes) {
+  *out = nullptr;
+  void* p = nullptr;
+  const cudaError_t e = cudaHostAlloc(&p, bytes, cudaHostAllocDefault);
+  if (e == cudaErrorMemoryAllocation) {
+    (void)cudaGetLastError();
+    return ResourceExhausted("cudaHostAlloc of " + std::to_string(bytes) + " bytes: out of pinned memory");
+  }
+  if (e != cudaSuccess) return CudaError(e, "cudaHostAlloc");
+  *out = static_cast<std::byte*>(p);
+  return Status::Ok();
+}
+
+void HostFreePinned(void* p) noexcept {
+  if (p) cudaFreeHost(p);
+}
+
+Status EventCreate(void** event) {
+  cudaEvent_t ev = nullptr;
+  const cudaError_t e = cudaEventCreateWithFlags(&ev, cudaEventDisableTiming);
+  if (e != cudaSuccess) return CudaError(e, "cudaEventCreateWithFlags");
+  *event = ev;
+  return Status::Ok();
+}
+
+void EventDestroy(void* event) noexcept {
+  if (event) cudaEventDestroy(static_cast<cudaEvent_t>(event));
+}
+
+Status EventRecord(void* event, void* stream) {
+  const cudaError_t e = cudaEventRecord(static_cast<cudaEvent_t>(event), static_cast<cudaStream_t>(stream));
+  return e == cudaSuccess ? Status::Ok() : CudaError(e, "cudaEventRecord");
+}
+
+Status EventSynchronize(void* event) {
+  const cudaError_t e = cudaEventSynchronize(static_cast<cudaEvent_t>(event));
+  return e == cudaSuccess ? Status::Ok() : CudaError(e, "cudaEventSynchronize");
+}
+
+Result<bool> EventDone(void* event) {
+  const cudaError_t e = cudaEventQuery(static_cast<cudaEvent_t>(event));
+  if (e == cudaSuccess) return true;
+  if (e == cudaErrorNotReady) return false;
+  return CudaError(e, "cudaEventQuery");
 }
 
 Status ScatterRows(std::byte* k_pool, std::byte* v_pool, const int64_t* rows, int64_t n, const std::byte* k,

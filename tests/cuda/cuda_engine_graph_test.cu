@@ -102,7 +102,7 @@ TEST(CudaEngineGraph, ReplayIsBitIdenticalToEager) {
   }
 }
 
-TEST(CudaEngineGraph, GemvMatchesCublas) {
+TEST(CudaEngineGraph, GemmKernelsAgreeAndPdlKeepsBits) {
   SKIP_WITHOUT_GPU();
   const ModelConfig c = Tiny(128);
   auto g = Make(c, true);
@@ -122,19 +122,31 @@ TEST(CudaEngineGraph, GemvMatchesCublas) {
     }
     std::vector<int32_t> t(static_cast<size_t>(B));
     for (auto& x : t) x = tok(rng);
-    std::vector<float> a, b;
-    g->SetDecodeTuning(true, 8);
-    ASSERT_TRUE(g->DecodeLogits(seqs, t, &a).ok());
-    for (SeqId s : seqs) ASSERT_TRUE(g->Truncate(s, *g->Length(s) - 1).ok());
-    g->SetDecodeTuning(true, 0);
-    ASSERT_TRUE(g->DecodeLogits(seqs, t, &b).ok());
-    double num = 0, den = 0;
-    for (size_t i = 0; i < a.size(); ++i) {
-      num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
-      den += double(b[i]) * b[i];
+    // The same step through cuBLAS (reference), the GEMV and the skinny tensor-core GEMM (+ fused SwiGLU).
+    auto step = [&](int32_t gemv, int32_t skinny, bool pdl, std::vector<float>* out) {
+      CudaLlama::DecodeTuning tu;
+      tu.gemv_max_batch = gemv;
+      tu.skinny_max_batch = skinny;
+      tu.pdl = pdl;
+      g->SetDecodeTuning(tu);
+      ASSERT_TRUE(g->DecodeLogits(seqs, t, out).ok());
+      for (SeqId s : seqs) ASSERT_TRUE(g->Truncate(s, *g->Length(s) - 1).ok());
+    };
+    std::vector<float> ref, gemv, skinny, skinny_nopdl;
+    step(0, 0, true, &ref);
+    step(8, 0, true, &gemv);
+    step(0, 64, true, &skinny);
+    step(0, 64, false, &skinny_nopdl);
+    for (const auto* v : {&gemv, &skinny}) {
+      double num = 0, den = 0;
+      for (size_t i = 0; i < ref.size(); ++i) {
+        num += (double((*v)[i]) - ref[i]) * (double((*v)[i]) - ref[i]);
+        den += double(ref[i]) * ref[i];
+      }
+      EXPECT_TRUE(std::isfinite(num) && den > 0) << "B " << B;
+      EXPECT_LT(num / den, 1e-4) << "B " << B << (v == &gemv ? " gemv" : " skinny") << " vs cuBLAS";
     }
-    EXPECT_TRUE(std::isfinite(num) && den > 0) << "B " << B;
-    EXPECT_LT(num / den, 1e-4) << "B " << B;
+    EXPECT_TRUE(skinny == skinny_nopdl) << "B " << B << ": PDL changed the bits";
     for (SeqId s : seqs) ASSERT_TRUE(g->FreeSequence(s).ok());
   }
 }

@@ -2,7 +2,10 @@
 // drive a host KvCache and a CUDA KvCache (the metadata is deterministic, so both hand out the same slots and
 // copy-on-write copies); after every step both pools must hold the same bytes. Covers the scatter kernel's unit
 // widths (odd rows -> 2/4-byte units, d = 64 bf16 -> 16-byte units), strided token rows, a non-default stream,
-// page bytes for hashing, and the CUDA anchor. Every test skips when no CUDA device is present.
+// page bytes for hashing, and the CUDA anchor; slot-list uploads from pinned staging are asynchronous (Write
+// returns while the stream is still busy) and a staging slot is never overwritten while its copy is in flight
+// (many Writes queued behind a busy stream, the caller reusing its slot vector, must still land right). Every
+// test skips when no CUDA device is present.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -179,6 +182,82 @@ INSTANTIATE_TEST_SUITE_P(Layouts, KvStorageCuda,
                                            Case{DType::kF16, 1, 3, 4, 10},     // 6-byte rows: 2-byte units
                                            Case{DType::kBF16, 2, 64, 16, 8},   // 256-byte rows: 16-byte units
                                            Case{DType::kF32, 2, 128, 8, 12}));  // 1 KiB rows
+
+// Keeps the stream busy so uploads queued behind it stay in flight while the host goes on.
+__global__ void SpinKernel(long long cycles) {
+  const long long start = clock64();
+  while (clock64() - start < cycles) {
+  }
+}
+
+TEST(KvStorageCudaStaging, UploadsAreAsyncAndStagingIsNotOverwrittenInFlight) {
+  SKIP_WITHOUT_GPU();
+  const KvLayout layout{2, 64, 4, 2, 64, DType::kBF16};  // 256 slots of 256-byte rows
+  KvStorage host = Val(KvStorage::Create(layout, Device::kCpu));
+  KvStorage dev = Val(KvStorage::Create(layout, Device::kCuda));
+  cudaStream_t stream = nullptr;
+  CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  const int writes = 40, n = 6;  // far more uploads than staging slots; n * writes <= 256 distinct slots
+  const size_t row = layout.token_bytes();
+  std::mt19937 rng(77);
+  std::vector<std::byte> hk(static_cast<size_t>(writes * n) * row), hv(hk.size());  // [writes, n, Hkv, d]
+  for (auto& b : hk) b = static_cast<std::byte>(rng());
+  for (auto& b : hv) b = static_cast<std::byte>(rng());
+  DevBytes dk(hk.size()), dv(hv.size());
+  CUDA_OK(cudaMemcpy(dk.p, hk.data(), hk.size(), cudaMemcpyHostToDevice));
+  CUDA_OK(cudaMemcpy(dv.p, hv.data(), hv.size(), cudaMemcpyHostToDevice));
+  std::vector<KvSlot> all;  // a random order of every slot: each write gets its own
+  for (int32_t b = 0; b < layout.num_blocks; ++b) {
+    for (int32_t o = 0; o < layout.page_size; ++o) all.push_back({b, o});
+  }
+  std::shuffle(all.begin(), all.end(), rng);
+
+  std::vector<KvSlot> slots(static_cast<size_t>(n));  // the caller's buffer, rewritten right after each Write
+  // Warm-up: one write per ring slot allocates the pinned buffers first (cudaHostAlloc may synchronise the
+  // device, which would drain the spin kernel below and hide the waits this test looks for).
+  for (int w = 0; w < 4; ++w) {
+    std::copy(all.begin() + w * n, all.begin() + (w + 1) * n, slots.begin());
+    const size_t off = static_cast<size_t>(w * n) * row;
+    const TensorView k = MakeContiguous(static_cast<std::byte*>(dk.p) + off, DType::kBF16, {n, 2, 64}, Device::kCuda);
+    const TensorView v = MakeContiguous(static_cast<std::byte*>(dv.p) + off, DType::kBF16, {n, 2, 64}, Device::kCuda);
+    ASSERT_TRUE(dev.Write(0, slots, k, v, stream).ok());
+  }
+  CUDA_OK(cudaStreamSynchronize(stream));
+  const uint64_t uploads0 = dev.slot_uploads(), waits0 = dev.staging_waits();
+  SpinKernel<<<1, 1, 0, stream>>>(200'000'000);  // ~0.1 s: every upload below waits behind it
+  CUDA_OK(cudaGetLastError());
+  for (int w = 0; w < writes; ++w) {
+    std::copy(all.begin() + w * n, all.begin() + (w + 1) * n, slots.begin());
+    const size_t off = static_cast<size_t>(w * n) * row;
+    for (int l = 0; l < layout.num_layers; ++l) {
+      const TensorView k =
+          MakeContiguous(static_cast<std::byte*>(dk.p) + off, DType::kBF16, {n, 2, 64}, Device::kCuda);
+      const TensorView v =
+          MakeContiguous(static_cast<std::byte*>(dv.p) + off, DType::kBF16, {n, 2, 64}, Device::kCuda);
+      ASSERT_TRUE(dev.Write(l, slots, k, v, stream).ok());
+      ASSERT_TRUE(host.Write(l, slots, MakeContiguous(hk.data() + off, DType::kBF16, {n, 2, 64}),
+                             MakeContiguous(hv.data() + off, DType::kBF16, {n, 2, 64}))
+                      .ok());
+    }
+    if (w == 0) {
+      EXPECT_EQ(cudaStreamQuery(stream), cudaErrorNotReady)
+          << "Write waited for the stream: the upload is not async";
+    }
+    std::fill(slots.begin(), slots.end(), KvSlot{0, 0});  // the caller reuses its buffer at once
+  }
+  EXPECT_EQ(dev.slot_uploads() - uploads0, static_cast<uint64_t>(writes)) << "one upload per step: layer 1 reuses layer 0's";
+  EXPECT_GT(dev.staging_waits() - waits0, 0u) << "uploads queued behind the busy stream must wait for a free staging slot";
+  CUDA_OK(cudaStreamSynchronize(stream));
+  for (int l = 0; l < layout.num_layers; ++l) {
+    for (bool v : {false, true}) {
+      const TensorView h = v ? Val(host.LayerV(l)) : Val(host.LayerK(l));
+      const TensorView d = v ? Val(dev.LayerV(l)) : Val(dev.LayerK(l));
+      const auto got = ToHost(d.data, d.nbytes());
+      EXPECT_EQ(std::memcmp(got.data(), h.data, h.nbytes()), 0) << "layer " << l << (v ? " V" : " K");
+    }
+  }
+  CUDA_OK(cudaStreamDestroy(stream));
+}
 
 TEST(KvStorageCudaErrors, BadInputsLeaveDevicePoolsUnchanged) {
   SKIP_WITHOUT_GPU();

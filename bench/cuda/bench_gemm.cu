@@ -1,0 +1,182 @@
+// bench_gemm.cu — the decode GEMMs alone: the skinny tensor-core GEMM (engine default for n <= 64), the CUDA-core
+// GEMV and cuBLAS on the Llama-3-8B matrices (qkv, o, gate|up, down, LM head) at n = 1 .. 64 tokens, plus a sweep
+// of the skinny kernel's template parameters (rows/warp NR, warps/block W, segments in flight U) that picked the
+// engine's configuration. Rate = weight bytes / time against the d2d copy rate measured in the same run; the
+// weights rotate through 1 GiB so no launch finds its matrix in L2. Median of 15 event-timed launches after 3
+// warm-ups. Usage: bench_gemm [--json PATH] [--quick] [--ncu] (--ncu: one launch of the default kernel per n, for
+// profiling).
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <ctime>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "engine/cuda_engine_kernels.h"
+#include "engine/cuda_skinny_gemm.cuh"
+
+#include "bench_util.h"
+
+namespace {
+
+namespace ce = fp::cuda_engine;
+using bf16 = __nv_bfloat16;
+
+struct Shape {
+  const char* name;
+  int out, in;
+};
+constexpr Shape kShapes[] = {{"qkv", 6144, 4096},
+                             {"o", 4096, 4096},
+                             {"gate|up", 28672, 4096},
+                             {"down", 4096, 14336},
+                             {"lm_head", 128256, 4096}};
+
+// One skinny configuration of the sweep.
+struct Variant {
+  std::string name;
+  std::function<void(const ce::SkinnyArgs&, cudaStream_t)> launch;
+};
+
+template <int MT, int NR, int W, int U, bool C = true, int MB = 0, bool DB = true>
+Variant V() {
+  return {"skinny MT" + std::to_string(MT) + " NR" + std::to_string(NR) + " W" + std::to_string(W) + " U" +
+              std::to_string(U) + (C ? " contig" : " inter") + (MB ? " minb" + std::to_string(MB) : "") +
+              (DB ? "" : " nodb"),
+          [](const ce::SkinnyArgs& a, cudaStream_t st) {
+            const dim3 grid((a.out + 8 * NR - 1) / (8 * NR));
+            CK(ce::LaunchKernel(false, ce::SkinnyGemmKernel<MT, NR, ce::Epilogue::kStore, W, U, C, MB, DB>, grid,
+                                dim3(W * 32), 0, st, a));
+          }};
+}
+
+std::vector<Variant> SweepFor(int n) {
+  if (n <= 16) {
+    return {V<1, 1, 4, 8, false>(), V<1, 1, 4, 8, true, 0, false>(), V<1, 1, 8, 8, true, 0, false>(),
+            V<1, 2, 8, 4>(), V<1, 2, 8, 8, true, 0, false>(), V<1, 4, 8, 2>()};
+  }
+  if (n <= 32) return {V<2, 2, 4, 4, false>(), V<2, 2, 8, 4, true, 0, false>(), V<2, 4, 8, 2, true, 0, false>()};
+  return {V<4, 4, 4, 2, false>(), V<4, 2, 8, 2>(), V<4, 4, 8, 2, true, 0, false>(), V<4, 8, 8, 2, true, 0, false>()};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string json_path;
+  bool quick = false, ncu = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--json" && i + 1 < argc) json_path = argv[++i];
+    else if (a == "--quick") quick = true;
+    else if (a == "--ncu") ncu = true;
+    else {
+      std::fprintf(stderr, "usage: bench_gemm [--json PATH] [--quick] [--ncu]\n");
+      return 2;
+    }
+  }
+  cudaDeviceProp prop{};
+  CK(cudaGetDeviceProperties(&prop, 0));
+  cudaStream_t st;
+  CK(cudaStreamCreate(&st));
+  const size_t pool_elems = size_t{1} << 29;  // 1 GiB of bf16 weights, rotated through
+  bf16* pool = nullptr;
+  CK(cudaMalloc(&pool, pool_elems * sizeof(bf16)));
+  OK(ce::LaunchRandomBf16(pool, pool_elems, 1, 0.05f, st));
+  const int max_n = 64, max_in = 14336, max_out = 128256;
+  bf16* x = nullptr;
+  float* y = nullptr;
+  CK(cudaMalloc(&x, size_t{2} * max_n * max_in));
+  CK(cudaMalloc(&y, size_t{4} * max_n * max_out));
+  OK(ce::LaunchRandomBf16(x, size_t{max_n} * max_in, 2, 1.f, st));
+  cublasHandle_t blas;
+  cublasCreate(&blas);
+  cublasSetStream(blas, st);
+  const double copy_tbps = ncu ? 0 : fp::bench::CopyTbps(st);
+  std::printf("device: %s, %d SMs | d2d copy %.2f TB/s\n", prop.name, prop.multiProcessorCount, copy_tbps);
+
+  if (ncu) {  // one launch each of the engine's kernel for o (n = 1, 16, 64): `ncu -k regex:Skinny bench_gemm --ncu`
+    for (int n : {1, 16, 64}) OK(ce::LaunchSkinnyGemm(pool, 4096, 4096, x, n, y, 0.f, false, st));
+    CK(cudaStreamSynchronize(st));
+    return 0;
+  }
+
+  cudaEvent_t e0, e1;
+  CK(cudaEventCreate(&e0));
+  CK(cudaEventCreate(&e1));
+  size_t rot = 0;
+  // Median time of `fn(w)` with w rotating through the pool.
+  auto time_us = [&](const Shape& s, const std::function<void(const bf16*)>& fn) {
+    const size_t elems = size_t(s.out) * s.in;
+    std::vector<double> t;
+    for (int i = 0; i < 18; ++i) {
+      if (rot + elems > pool_elems) rot = 0;
+      const bf16* w = pool + rot;
+      rot += (elems + 127) / 128 * 128;
+      CK(cudaEventRecord(e0, st));
+      fn(w);
+      CK(cudaEventRecord(e1, st));
+      CK(cudaEventSynchronize(e1));
+      float ms;
+      CK(cudaEventElapsedTime(&ms, e0, e1));
+      if (i >= 3) t.push_back(ms * 1e3);
+    }
+    return fp::bench::Median(t);
+  };
+
+  nlohmann::json rows = nlohmann::json::array();
+  std::printf("%-8s %3s %-28s %9s %8s %7s\n", "matrix", "n", "kernel", "us", "GB/s", "%copy");
+  for (int n : {1, 2, 4, 8, 16, 32, 64}) {
+    for (const Shape& s : kShapes) {
+      if (quick && std::string(s.name) != "o" && std::string(s.name) != "gate|up") continue;
+      const double bytes = 2.0 * s.out * s.in;
+      auto report = [&](const std::string& kernel, double us) {
+        const double gbs = bytes / (us * 1e-6) / 1e9;
+        std::printf("%-8s %3d %-28s %9.1f %8.0f %6.1f%%\n", s.name, n, kernel.c_str(), us, gbs,
+                    100 * gbs / (copy_tbps * 1e3));
+        rows.push_back({{"matrix", s.name}, {"n", n}, {"out", s.out}, {"in", s.in}, {"kernel", kernel},
+                        {"time_us", us}, {"gb_per_s", gbs}, {"ratio_to_copy", gbs / (copy_tbps * 1e3)}});
+      };
+      report("cublas", time_us(s, [&](const bf16* w) {
+               const float one = 1.f, zero = 0.f;
+               cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, s.out, n, s.in, &one, w, CUDA_R_16BF, s.in, x,
+                            CUDA_R_16BF, s.in, &zero, y, CUDA_R_32F, s.out, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+             }));
+      if (n <= ce::kGemvMaxRows) {  // (n = 2, 4: where the GEMV stops paying, for gemv_max_batch)
+        report("gemv (engine)",
+               time_us(s, [&](const bf16* w) { OK(ce::LaunchGemvBf16(w, s.out, s.in, x, n, y, 0.f, st)); }));
+        for (int depth : {4, 8, 16}) {
+          report("gemv d" + std::to_string(depth), time_us(s, [&](const bf16* w) {
+                   OK(ce::LaunchGemvBf16(w, s.out, s.in, x, n, y, 0.f, st, false, depth));
+                 }));
+        }
+      }
+      report("skinny (engine)",
+             time_us(s, [&](const bf16* w) { OK(ce::LaunchSkinnyGemm(w, s.out, s.in, x, n, y, 0.f, false, st)); }));
+      for (const Variant& v : n == 2 || n == 4 ? std::vector<Variant>{} : SweepFor(n)) {
+        report(v.name, time_us(s, [&](const bf16* w) {
+                 v.launch(ce::SkinnyArgs{w, x, y, nullptr, s.out, s.in, n, 0.f}, st);
+               }));
+      }
+    }
+  }
+  char date[16];
+  const std::time_t now = std::time(nullptr);
+  std::strftime(date, sizeof date, "%Y-%m-%d", std::gmtime(&now));
+  if (!json_path.empty()) {
+    std::ofstream(json_path) << nlohmann::json{{"device", prop.name},
+                                               {"date", date},
+                                               {"floors", {{"copy_tbps", copy_tbps}}},
+                                               {"notes", "bench/cuda/bench_gemm.cu; Llama-3-8B matrices, bf16 "
+                                                         "weights rotated through 1 GiB, fp32 out; median of 15"},
+                                               {"rows", rows}}
+                                                .dump(2)
+                                         << "\n";
+  }
+  return 0;
+}

@@ -1,0 +1,84 @@
+// engine/cuda_skinny_gemm.cu — batch-invariant tensor-core GEMM for decode-sized activations:
+//   y[n, out] = x[n, in] . W[out, in]^T + beta * y   (bf16 operands, fp32 accumulate and output), any n >= 1,
+// or, with the SwiGLU epilogue, h[n, out / 2] = bf16(silu(gate) * up) from a gate|up matrix whose rows are
+// interleaved in tiles of 4 gate + 4 up rows (GateUpRow).
+//
+// Why: a decode step at B <= 64 is a stream of weight bytes; the GEMM must read W once at any n and keep enough
+// bytes in flight, and in deterministic mode every token's result must not depend on n or on the token's place
+// in the batch (docs/kernel-spec.md, "Skinny GEMM"). Design:
+//   - mma.sync m16n8k16 with tokens as M (16 per m-tile, zero rows past n) and output rows as N: one warp owns
+//     8 * NR output rows and MT m-tiles (NR, MT grow with n so x traffic through L1 stays below ~3x the W bytes).
+//   - W is read straight from global memory in 16-byte loads (ld.global.cs, streamed once): lane (g, q) loads 8
+//     consecutive k of row g. The mma's k order is permuted (logical k 2q,2q+1 | 2q+8,2q+9 <- physical
+//     8q+0,1 | 8q+2,3 for the first mma, 8q+4..7 for the second), the same permutation on x, so one 16-byte load
+//     is the B fragment of two mmas and no shuffles or shared memory are needed.
+//   - K is cut into 32-element segments; the block's 8 warps own contiguous eighths of them (so a warp's loads
+//     in flight are one contiguous run per row), each accumulating in a fixed order; the 8 partial sums are
+//     added in shared memory in warp order. Nothing in this order depends on n, MT, NR or the grid, and an mma output
+//     element depends only on its own A row and B column, so the result per token is bit-identical for any
+//     batch (test SkinnyGemm.BatchInvariant).
+//   - PDL: the first weight segments are loaded before PdlWait() (weights never depend on the previous kernel).
+// n > 64 runs in passes of 64 tokens inside one launch (W re-read from L2 per pass; deterministic prefill).
+// defines: LaunchSkinnyGemm, SkinnyGemmSupported (declared in cuda_engine_kernels.h)
+#include <cuda_bf16.h>
+
+#include <cstdint>
+#include <string>
+
+#include "core/cuda_check.h"
+#include "engine/cuda_engine_kernels.h"
+#include "engine/cuda_pdl.cuh"
+#include "engine/cuda_skinny_gemm.cuh"
+
+namespace fp::cuda_engine {
+namespace {
+
+// Warps per block and the contiguous K split: fixed for every n and shape, since they fix the summation order.
+// Everything else (rows and m-tiles per warp, loads in flight, double buffering) only schedules the same
+// arithmetic and is picked per n from bench_gemm's sweep (H200: W8 contiguous beat W4 and the interleaved split
+// at n >= 16 and matched them at n = 1).
+constexpr int kWarps = 8;
+
+template <int MT, int NR, int U, bool DB, Epilogue E>
+Status Launch(const SkinnyArgs& a, bool pdl, cudaStream_t stream) {
+  const int rows_per_block = 8 * NR;
+  const dim3 grid(static_cast<unsigned>((a.out + rows_per_block - 1) / rows_per_block));
+  FP_CUDA_RETURN_IF_ERROR(LaunchKernel(pdl, SkinnyGemmKernel<MT, NR, E, kWarps, U, true, 0, DB>, grid,
+                                       dim3(kWarps * 32), 0, stream, a));
+  return Status::Ok();
+}
+
+template <Epilogue E>
+Status Dispatch(const SkinnyArgs& a, bool pdl, cudaStream_t stream) {
+  if (a.n <= 16) return Launch<1, 2, 4, true, E>(a, pdl, stream);
+  if (a.n <= 32) return Launch<2, 2, 4, false, E>(a, pdl, stream);
+  return Launch<4, 4, 2, false, E>(a, pdl, stream);
+}
+
+}  // namespace
+
+bool SkinnyGemmSupported(int out, int in, const void* w, const void* x, int n) {
+  return n >= 1 && out > 0 && in > 0 && in % kSegK == 0 && (reinterpret_cast<uintptr_t>(w) & 15u) == 0 &&
+         (reinterpret_cast<uintptr_t>(x) & 15u) == 0;
+}
+
+Status LaunchSkinnyGemm(const __nv_bfloat16* w, int out, int in, const __nv_bfloat16* x, int n, float* y, float beta,
+                        bool pdl, cudaStream_t stream) {
+  if (!SkinnyGemmSupported(out, in, w, x, n) || y == nullptr) {
+    return InvalidArgument("skinny gemm: unsupported shape (n " + std::to_string(n) + ", in " + std::to_string(in) +
+                           ", out " + std::to_string(out) + ": in must be a multiple of 32) or unaligned operands");
+  }
+  return Dispatch<Epilogue::kStore>(SkinnyArgs{w, x, y, nullptr, out, in, n, beta}, pdl, stream);
+}
+
+Status LaunchSkinnyGemmSwiGlu(const __nv_bfloat16* w_gate_up, int ff, int in, const __nv_bfloat16* x, int n,
+                              __nv_bfloat16* h, bool pdl, cudaStream_t stream) {
+  if (ff <= 0 || ff % 4 != 0 || !SkinnyGemmSupported(2 * ff, in, w_gate_up, x, n) || h == nullptr) {
+    return InvalidArgument("skinny gemm swiglu: unsupported shape (n " + std::to_string(n) + ", in " +
+                           std::to_string(in) + ", ff " + std::to_string(ff) +
+                           ": in a multiple of 32, ff of 4) or unaligned operands");
+  }
+  return Dispatch<Epilogue::kSwiGlu>(SkinnyArgs{w_gate_up, x, nullptr, h, 2 * ff, in, n, 0.f}, pdl, stream);
+}
+
+}  // namespace fp::cuda_engine

@@ -1,0 +1,237 @@
+// skinny_gemm_test.cu — the engine's GEMM kernels (skinny tensor-core GEMM, CUDA-core GEMV) against an fp64 oracle,
+// and the skinny GEMM's batch invariance: a token's output row must be bit-identical whatever the batch size and
+// wherever the token sits in it (the property batch_invariant mode is built on). Fresh random bf16 operands,
+// NaN-poisoned outputs, odd shapes (out not a multiple of the row tile, n across the m-tile and pass
+// boundaries). Every test skips without a CUDA device.
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "core/cuda_check.h"
+#include "engine/cuda_engine_kernels.h"
+#include "cuda_test_util.h"
+
+namespace fp {
+namespace {
+
+namespace ce = cuda_engine;
+using bf16 = __nv_bfloat16;
+
+template <typename T>
+T* Dev(const std::vector<T>& h) {
+  T* d = nullptr;
+  CUDA_CHECK(cudaMalloc(&d, std::max<size_t>(h.size(), 1) * sizeof(T)));
+  CUDA_CHECK(cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice));
+  return d;
+}
+
+template <typename T>
+std::vector<T> Host(const T* d, size_t n) {
+  std::vector<T> h(n);
+  CUDA_CHECK(cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost));
+  return h;
+}
+
+std::vector<bf16> RandomBf16(std::mt19937& rng, size_t n, float scale) {
+  std::uniform_real_distribution<float> u(-scale, scale);
+  std::vector<bf16> v(n);
+  for (auto& x : v) x = __float2bfloat16(u(rng));
+  return v;
+}
+
+struct Problem {
+  int out, in, n;
+};
+
+// y = x . W^T (+ beta * y0) in fp64; also sum |x||w| per element for the error bound.
+void Oracle(const std::vector<bf16>& w, const std::vector<bf16>& x, const std::vector<float>& y0, float beta,
+            const Problem& p, std::vector<double>* y, std::vector<double>* mag) {
+  y->assign(static_cast<size_t>(p.n) * p.out, 0.0);
+  mag->assign(y->size(), 0.0);
+  for (int t = 0; t < p.n; ++t) {
+    for (int r = 0; r < p.out; ++r) {
+      double s = 0, m = 0;
+      for (int k = 0; k < p.in; ++k) {
+        const double a = __bfloat162float(x[static_cast<size_t>(t) * p.in + k]);
+        const double b = __bfloat162float(w[static_cast<size_t>(r) * p.in + k]);
+        s += a * b;
+        m += std::fabs(a * b);
+      }
+      const size_t i = static_cast<size_t>(t) * p.out + r;
+      (*y)[i] = s + (beta != 0.f ? beta * static_cast<double>(y0[i]) : 0.0);
+      (*mag)[i] = m + std::fabs(beta * static_cast<double>(y0[i]));
+    }
+  }
+}
+
+enum class Kernel { kSkinny, kGemv };
+
+void CheckAgainstOracle(Kernel kind, const Problem& p, float beta, uint32_t seed) {
+  std::mt19937 rng(seed);
+  const auto w = RandomBf16(rng, static_cast<size_t>(p.out) * p.in, 1.f);
+  const auto x = RandomBf16(rng, static_cast<size_t>(p.n) * p.in, 1.f);
+  std::vector<float> y0(static_cast<size_t>(p.n) * p.out, std::nanf(""));  // poison: beta = 0 must not read it
+  if (beta != 0.f) {
+    std::uniform_real_distribution<float> u(-4.f, 4.f);
+    for (auto& v : y0) v = u(rng);
+  }
+  bf16* dw = Dev(w);
+  bf16* dx = Dev(x);
+  float* dy = Dev(y0);
+  const Status st = kind == Kernel::kSkinny ? ce::LaunchSkinnyGemm(dw, p.out, p.in, dx, p.n, dy, beta, false, nullptr)
+                                            : ce::LaunchGemvBf16(dw, p.out, p.in, dx, p.n, dy, beta, nullptr);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  CUDA_CHECK(cudaDeviceSynchronize());
+  const auto got = Host(dy, y0.size());
+  std::vector<double> want, mag;
+  Oracle(w, x, y0, beta, p, &want, &mag);
+  // fp32 accumulation of `in` exact bf16 products: error <= ~in * 2^-24 * sum|a b|; allow 4x that.
+  double worst = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    ASSERT_TRUE(std::isfinite(got[i])) << "element " << i << " not written (poison survived)";
+    const double bound = 4.0 * p.in * std::ldexp(1.0, -24) * mag[i] + 1e-30;
+    worst = std::max(worst, std::fabs(got[i] - want[i]) / bound);
+  }
+  EXPECT_LE(worst, 1.0) << (kind == Kernel::kSkinny ? "skinny" : "gemv") << " out " << p.out << " in " << p.in
+                        << " n " << p.n << " beta " << beta;
+  cudaFree(dw);
+  cudaFree(dx);
+  cudaFree(dy);
+}
+
+TEST(SkinnyGemm, MatchesFp64Oracle) {
+  SKIP_WITHOUT_GPU();
+  const Problem shapes[] = {{8, 32, 1},    {13, 64, 1},   {100, 96, 3},  {64, 576, 16}, {37, 576, 17},
+                            {200, 1536, 33}, {256, 256, 64}, {72, 160, 65}, {40, 128, 130}, {4096, 4096, 1}};
+  uint32_t seed = 1;
+  for (const Problem& p : shapes) {
+    CheckAgainstOracle(Kernel::kSkinny, p, 0.f, seed++);
+    CheckAgainstOracle(Kernel::kSkinny, p, 1.f, seed++);  // the residual add of the O and down projections
+  }
+}
+
+TEST(Gemv, MatchesFp64Oracle) {
+  SKIP_WITHOUT_GPU();
+  const Problem shapes[] = {{8, 32, 1}, {13, 64, 2}, {100, 96, 3}, {64, 576, 5}, {37, 576, 8}, {4096, 4096, 1}};
+  uint32_t seed = 100;
+  for (const Problem& p : shapes) {
+    CheckAgainstOracle(Kernel::kGemv, p, 0.f, seed++);
+    CheckAgainstOracle(Kernel::kGemv, p, 1.f, seed++);
+  }
+}
+
+// Token rows computed in batches of every size and order are bit-identical to the same token alone.
+TEST(SkinnyGemm, BatchInvariant) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(7);
+  const int out = 200, in = 1536, nmax = 130;  // 130: three m-tile widths and two passes
+  const auto w = RandomBf16(rng, static_cast<size_t>(out) * in, 1.f);
+  const auto x = RandomBf16(rng, static_cast<size_t>(nmax) * in, 1.f);
+  bf16* dw = Dev(w);
+  // Reference: every token alone (n = 1).
+  std::vector<float> alone(static_cast<size_t>(nmax) * out);
+  {
+    std::vector<bf16> one(static_cast<size_t>(in));
+    for (int t = 0; t < nmax; ++t) {
+      std::copy_n(x.begin() + static_cast<ptrdiff_t>(t) * in, in, one.begin());
+      bf16* dx = Dev(one);
+      float* dy = Dev(std::vector<float>(static_cast<size_t>(out), std::nanf("")));
+      ASSERT_TRUE(ce::LaunchSkinnyGemm(dw, out, in, dx, 1, dy, 0.f, false, nullptr).ok());
+      const auto y = Host(dy, static_cast<size_t>(out));
+      std::copy(y.begin(), y.end(), alone.begin() + static_cast<ptrdiff_t>(t) * out);
+      cudaFree(dx);
+      cudaFree(dy);
+    }
+  }
+  // Batches: sizes across every dispatch bucket, tokens drawn in a random order (a token lands at any row).
+  for (int n : {2, 5, 16, 17, 31, 32, 33, 64, 65, 100, 130}) {
+    std::vector<int> order(static_cast<size_t>(nmax));
+    std::iota(order.begin(), order.end(), 0);
+    std::shuffle(order.begin(), order.end(), rng);
+    order.resize(static_cast<size_t>(n));
+    std::vector<bf16> xb(static_cast<size_t>(n) * in);
+    for (int i = 0; i < n; ++i) {
+      std::copy_n(x.begin() + static_cast<ptrdiff_t>(order[static_cast<size_t>(i)]) * in, in,
+                  xb.begin() + static_cast<ptrdiff_t>(i) * in);
+    }
+    bf16* dx = Dev(xb);
+    float* dy = Dev(std::vector<float>(static_cast<size_t>(n) * out, std::nanf("")));
+    ASSERT_TRUE(ce::LaunchSkinnyGemm(dw, out, in, dx, n, dy, 0.f, false, nullptr).ok());
+    const auto y = Host(dy, static_cast<size_t>(n) * out);
+    for (int i = 0; i < n; ++i) {
+      const int t = order[static_cast<size_t>(i)];
+      ASSERT_EQ(0, std::memcmp(y.data() + static_cast<ptrdiff_t>(i) * out,
+                               alone.data() + static_cast<ptrdiff_t>(t) * out, out * sizeof(float)))
+          << "token " << t << " at row " << i << " of a batch of " << n << " differs from the token alone";
+    }
+    cudaFree(dx);
+    cudaFree(dy);
+  }
+  cudaFree(dw);
+}
+
+// The SwiGLU epilogue equals the plain GEMM followed by the SwiGLU kernel, bit for bit, for every n bucket.
+TEST(SkinnyGemm, SwiGluEpilogueMatchesSeparateKernel) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(9);
+  const int ff = 84, in = 320;  // 168 rows: the wider row tiles (16, 32 rows per block) end half-full
+  const auto w = RandomBf16(rng, static_cast<size_t>(2 * ff) * in, 0.5f);
+  bf16* dw = Dev(w);
+  for (int n : {1, 7, 20, 40, 70}) {
+    const auto x = RandomBf16(rng, static_cast<size_t>(n) * in, 1.f);
+    bf16* dx = Dev(x);
+    float* dgu = Dev(std::vector<float>(static_cast<size_t>(n) * 2 * ff, std::nanf("")));
+    const bf16 poison = __float2bfloat16(std::nanf(""));
+    bf16* dh1 = Dev(std::vector<bf16>(static_cast<size_t>(n) * ff, poison));
+    bf16* dh2 = Dev(std::vector<bf16>(static_cast<size_t>(n) * ff, poison));
+    ASSERT_TRUE(ce::LaunchSkinnyGemm(dw, 2 * ff, in, dx, n, dgu, 0.f, false, nullptr).ok());
+    ASSERT_TRUE(ce::LaunchSwiGlu(dgu, n, ff, dh1, nullptr).ok());
+    ASSERT_TRUE(ce::LaunchSkinnyGemmSwiGlu(dw, ff, in, dx, n, dh2, false, nullptr).ok());
+    const auto h1 = Host(dh1, static_cast<size_t>(n) * ff);
+    const auto h2 = Host(dh2, static_cast<size_t>(n) * ff);
+    const auto gu = Host(dgu, static_cast<size_t>(n) * 2 * ff);
+    for (size_t i = 0; i < h1.size(); ++i) {
+      ASSERT_FALSE(std::isnan(__bfloat162float(h2[i]))) << "n " << n << " element " << i << " not written";
+      ASSERT_EQ(0, std::memcmp(&h1[i], &h2[i], sizeof(bf16))) << "n " << n << " element " << i;
+      // And the interleaved layout means what GateUpRow says: gate i and up i of token t.
+      const size_t t = i / ff, f = i % ff;
+      const float g = gu[t * 2 * ff + static_cast<size_t>(ce::GateUpRow(static_cast<int64_t>(f), false))];
+      const float u = gu[t * 2 * ff + static_cast<size_t>(ce::GateUpRow(static_cast<int64_t>(f), true))];
+      const float want = g / (1.f + std::exp(-g)) * u;
+      EXPECT_NEAR(__bfloat162float(h2[i]), want, 1e-2f * std::fabs(want) + 1e-3f) << "n " << n << " element " << i;
+    }
+    cudaFree(dx);
+    cudaFree(dgu);
+    cudaFree(dh1);
+    cudaFree(dh2);
+  }
+  cudaFree(dw);
+}
+
+TEST(SkinnyGemm, RejectsBadShapes) {
+  SKIP_WITHOUT_GPU();
+  std::vector<bf16> w(64 * 64), x(64 * 2);
+  bf16* dw = Dev(w);
+  bf16* dx = Dev(x);
+  float* dy = Dev(std::vector<float>(128));
+  EXPECT_FALSE(ce::LaunchSkinnyGemm(dw, 64, 48, dx, 1, dy, 0.f, false, nullptr).ok());      // in % 32
+  EXPECT_FALSE(ce::LaunchSkinnyGemm(dw, 64, 64, dx, 0, dy, 0.f, false, nullptr).ok());      // n = 0
+  EXPECT_FALSE(ce::LaunchSkinnyGemm(dw, 0, 64, dx, 1, dy, 0.f, false, nullptr).ok());       // out = 0
+  EXPECT_FALSE(ce::LaunchSkinnyGemm(dw + 1, 64, 64, dx, 1, dy, 0.f, false, nullptr).ok());  // unaligned W
+  EXPECT_FALSE(ce::LaunchSkinnyGemm(dw, 64, 64, dx, 1, nullptr, 0.f, false, nullptr).ok()); // no output
+  EXPECT_FALSE(ce::LaunchSkinnyGemmSwiGlu(dw, 30, 64, dx, 1, reinterpret_cast<bf16*>(dy), false, nullptr).ok());
+  cudaFree(dw);
+  cudaFree(dx);
+  cudaFree(dy);
+}
+
+}  // namespace
+}  // namespace fp
