@@ -20,8 +20,10 @@
 //   eager (no graph), nogemv (cuBLAS at B = 1 too), skinny (the skinny tensor-core GEMM + fused SwiGLU for
 //   2 <= B <= 64), fixed (the kernel's fixed default split), nopdl (no programmatic dependent launch), det
 //   (batch_invariant mode: skinny GEMM everywhere, fixed split 512: the cost of determinism, issue #7).
+// --model FILE.gguf runs the same rows on a real model's weights (SmolLM2-135M-Instruct: its Q4_1 file dequantised
+// to bf16 on upload) instead of the random Llama-3-8B.
 // Usage: bench_e2e [--batches 1,16,64] [--ctx 4096] [--steps 64] [--full-steps 3] [--layers 32] [--variants]
-//                  [--modes off,sync-full,sync,async] [--json PATH] [--md PATH] [--commit SHA]
+//                  [--modes off,sync-full,sync,async] [--model FILE.gguf] [--json PATH] [--md PATH] [--commit SHA]
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -33,6 +35,7 @@
 #include <cstring>
 #include <ctime>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -40,6 +43,7 @@
 
 #include "engine/cuda_engine_kernels.h"
 #include "fieldprint/cuda_engine.h"
+#include "fieldprint/llama_weights.h"
 #include "fieldprint/sha256.h"
 #include "fieldprint/thread_pool.h"
 #include "fieldprint/tree_hash.h"
@@ -263,7 +267,7 @@ int main(int argc, char** argv) {
   std::vector<int> batches{1, 16, 64};
   std::vector<std::string> modes{"off", "sync-full", "sync", "async"};
   int ctx = 4096, steps = 64, full_steps = 3, warmup = 4, layers = -1;
-  std::string json_path, md_path, commit = "unknown";
+  std::string json_path, md_path, commit = "unknown", model_path;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() { return std::string(i + 1 < argc ? argv[++i] : ""); };
@@ -273,6 +277,7 @@ int main(int argc, char** argv) {
     else if (a == "--steps") steps = std::stoi(next());
     else if (a == "--full-steps") full_steps = std::stoi(next());
     else if (a == "--layers") layers = std::stoi(next());
+    else if (a == "--model") model_path = next();
     else if (a == "--variants") {
       for (const char* v : {"off/nopdl", "off/nogemv", "off/skinny", "off/det"}) {
         modes.emplace_back(v);
@@ -287,8 +292,14 @@ int main(int argc, char** argv) {
   }
   cudaDeviceProp prop{};
   CK(cudaGetDeviceProperties(&prop, 0));
-  fp::ModelConfig cfg = fp::ModelConfig::Llama3_8B();
-  if (layers > 0) cfg.n_layers = layers;
+  std::optional<fp::LlamaWeights> weights;
+  if (!model_path.empty()) {
+    auto w = fp::LlamaWeights::Load(model_path, fp::WeightStorage::kQuantized);
+    OK(w.status());
+    weights.emplace(std::move(w).value());
+  }
+  fp::ModelConfig cfg = weights ? weights->config() : fp::ModelConfig::Llama3_8B();
+  if (layers > 0 && !weights) cfg.n_layers = layers;
   const int bmax = *std::max_element(batches.begin(), batches.end());
   fp::CudaEngineOptions opt;
   opt.max_batch = bmax;
@@ -296,7 +307,7 @@ int main(int argc, char** argv) {
   opt.page_size = 16;
   opt.split_tokens = -1;  // per step (the engine's default)
   opt.kv_capacity = bmax * (ctx + steps + warmup + 64) + ctx;
-  auto eng = fp::CudaLlama::Random(cfg, 1234, opt);
+  auto eng = weights ? fp::CudaLlama::FromWeights(*weights, opt) : fp::CudaLlama::Random(cfg, 1234, opt);
   OK(eng.status());
   fp::CudaLlama& e = **eng;
   cudaStream_t st = e.stream();
@@ -318,6 +329,10 @@ int main(int argc, char** argv) {
   }
   CK(cudaStreamSynchronize(st));
 
+  const std::string model_desc =
+      weights ? cfg.name + " (" + model_path + ", real weights dequantised to bf16, " + std::to_string(cfg.n_layers) +
+                    " layers)"
+              : "Llama-3-8B shapes (" + std::to_string(cfg.n_layers) + " layers), random bf16 weights";
   nlohmann::json rows = nlohmann::json::array();
   const double token_kv_bytes = double(L.token_bytes()) * 2 * L.num_layers;
 
@@ -476,15 +491,14 @@ int main(int argc, char** argv) {
                       {"commit", commit},
                       {"floors", {{"copy_tbps", copy_tbps}, {"gemm_tflops", gemm_tflops}}},
                       {"notes",
-                       "bench/cuda/bench_e2e.cu; Llama-3-8B shapes (" + std::to_string(cfg.n_layers) +
-                           " layers), random bf16 weights; decode floor = (weight matrices + KV read) / d2d copy "
+                       "bench/cuda/bench_e2e.cu; " + model_desc + "; decode floor = (weight matrices + KV read) / d2d copy "
                            "rate; prefill floor = matrix FLOPs / bf16 GEMM rate; time_us is the MEAN step time"},
                       {"rows", rows}};
   if (!json_path.empty()) std::ofstream(json_path) << j.dump(2) << "\n";
   if (!md_path.empty()) {
     std::ofstream md(md_path);
     md << "# End-to-end decode, " << prop.name << " (" << date << ")\n\n"
-       << "Llama-3-8B shapes (" << cfg.n_layers << " layers), random bf16 weights, context " << ctx
+       << model_desc << ", context " << ctx
        << " (random KV, not prefilled), page 16. d2d copy " << copy_tbps << " TB/s, bf16 GEMM " << gemm_tflops
        << " TFLOP/s. Produced by `bench/cuda/bench_e2e.cu`.\n\n"
        << "| row | B | verify | mean step (us) | median (us) | tok/s | steps/s | floor (us) | ratio to floor |\n"

@@ -62,7 +62,8 @@ struct Pair {
   std::unique_ptr<CudaLlama> gpu;
 };
 
-Pair MakePair(const ModelConfig& c, uint64_t seed, float gamma, int max_batch = 4) {
+Pair MakePair(const ModelConfig& c, uint64_t seed, float gamma, int max_batch = 4,
+              const std::vector<float>& gamma_per_head = {}) {
   Pair p;
   auto w1 = LlamaWeights::Random(c, seed, WeightType::kF32);
   auto w2 = LlamaWeights::Random(c, seed, WeightType::kF32);
@@ -71,6 +72,7 @@ Pair MakePair(const ModelConfig& c, uint64_t seed, float gamma, int max_batch = 
   eo.kv_dtype = DType::kF32;
   eo.kv_capacity = 2048;
   eo.gamma = gamma;
+  eo.gamma_per_head = gamma_per_head;
   eo.num_threads = 2;
   auto cpu = LlamaEngine::Create(std::move(w1).value(), eo);
   EXPECT_TRUE(cpu.ok()) << cpu.status().ToString();
@@ -79,6 +81,7 @@ Pair MakePair(const ModelConfig& c, uint64_t seed, float gamma, int max_batch = 
   go.max_batch = max_batch;
   go.max_chunk = 32;  // several chunks per prompt
   go.gamma = gamma;
+  go.gamma_per_head = gamma_per_head;
   go.split_tokens = 64;  // several KV splits per sequence: exercises the merge
   auto gpu = CudaLlama::FromWeights(w2.value(), go);
   EXPECT_TRUE(gpu.ok()) << gpu.status().ToString();
@@ -114,11 +117,11 @@ TEST(CudaEngine, PrefillLogitsMatchCpu) {
   EXPECT_EQ(*p.gpu->Length(*sg), n);
 }
 
-TEST(CudaEngine, DecodeWithAnchorAndGammaMatchesCpu) {
-  SKIP_WITHOUT_GPU();
+// Anchor + gamma (one value, or one per head), prefill then teacher-forced decode, against the CPU engine.
+void CheckAnchorAndGamma(float gamma, const std::vector<float>& per_head) {
   std::mt19937 rng(12);
   const ModelConfig c = TinyConfig();
-  Pair p = MakePair(c, 9, 0.35f);
+  Pair p = MakePair(c, 9, gamma, 4, per_head);
   ASSERT_TRUE(p.cpu && p.gpu);
   const auto anchor_toks = RandomTokens(rng, 45, c.vocab_size);
   auto ac = p.cpu->BuildAnchor(anchor_toks);
@@ -147,6 +150,16 @@ TEST(CudaEngine, DecodeWithAnchorAndGammaMatchesCpu) {
   EXPECT_LT(e_prefill, 1e-3);
   EXPECT_LT(e_decode, 1e-3);
   EXPECT_EQ(*p.gpu->Length(*sg), static_cast<int32_t>(toks.size()));
+}
+
+TEST(CudaEngine, DecodeWithAnchorAndGammaMatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  CheckAnchorAndGamma(0.35f, {});
+}
+
+TEST(CudaEngine, DecodeWithAnchorAndPerHeadGammaMatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  CheckAnchorAndGamma(0.f, {0.6f, -0.4f, 0.f, 1.2f});  // TinyConfig: 4 query heads
 }
 
 TEST(CudaEngine, BatchedDecodeMatchesCpuPerSequence) {
