@@ -45,7 +45,7 @@ struct GenerateArgs {
   bool verified_only = false;
   std::string gamma = "0";  // one value, or n_heads comma-separated values (head_gamma.h)
   std::string weights = "quantized";
-  std::string transcript;  // write a verifiable transcript here (CPU, verification on)
+  std::string transcript;  // write a verifiable transcript here (verification on; CUDA: batch-invariant engine)
   std::string sign_key;    // Ed25519 PEM private key to sign it with
   int32_t fingerprint_top_k = kFingerprintTopK;  // tolerant fingerprints in the transcript (0 = none)
 };
@@ -86,8 +86,7 @@ int Run(const GenerateArgs& a) {
     fault = *f;
   }
   if (!a.transcript.empty()) {
-    // The CUDA forward is not batch invariant (engine_backend.h): a one-prefill replay would not match.
-    if (cuda) Fail(Unimplemented("--transcript: CUDA runs do not replay bit for bit; use --device cpu"));
+    // On CUDA the engine then runs batch-invariant (cuda_engine.h), so a one-prefill replay matches bit for bit.
     if (*mode == VerifyMode::kOff)
       Fail(InvalidArgument("--transcript needs the run's commits: --verify sync|async|sync-full"));
     if (fault.step >= 0) Fail(InvalidArgument("--transcript cannot record a run with --inject-fault"));
@@ -154,12 +153,15 @@ int Run(const GenerateArgs& a) {
     co.gamma_per_head = gamma_per_head;
     co.kv_capacity = kv_capacity;
     co.max_batch = 1;  // one sequence
+    // A transcript must replay in one prefill: every GEMM batch-invariant, attention at a fixed split.
+    co.batch_invariant = !a.transcript.empty();
     auto e = CudaLlama::FromWeights(*weights, co);
     if (!e.ok()) Fail(e.status());
     cuda_engine = std::move(e).value();
     engine = MakeCudaBackend(*cuda_engine);
-    std::fprintf(stderr, "%s; CUDA engine, bf16 weights (%.1f MB per token) (%.2f s)\n",
-                 config.Summary().c_str(), static_cast<double>(cuda_engine->weight_bytes()) / 1e6,
+    std::fprintf(stderr, "%s; CUDA engine%s, bf16 weights (%.1f MB per token) (%.2f s)\n",
+                 config.Summary().c_str(), co.batch_invariant ? " (batch-invariant, for the transcript)" : "",
+                 static_cast<double>(cuda_engine->weight_bytes()) / 1e6,
                  std::chrono::duration<double>(Clock::now() - t0).count());
   } else {
     EngineOptions eo;
@@ -212,18 +214,27 @@ int Run(const GenerateArgs& a) {
   std::fprintf(stderr, "decode: %d tokens in %.3f s (%.1f tok/s), stop: %s\n", stats->generated_tokens,
                stats->decode_seconds, stats->decode_tok_s(), stats->stop_reason.c_str());
   if (!a.transcript.empty()) {
-    auto t = TranscriptFromRun(*cpu_engine, path, a.weights, go, anchor_tokens, prompt, *stats);
+    auto t = cuda ? TranscriptFromRun(*cuda_engine, path, go, anchor_tokens, prompt, *stats)
+                  : TranscriptFromRun(*cpu_engine, path, a.weights, go, anchor_tokens, prompt, *stats);
     if (!t.ok()) Fail(t.status());
+    const auto tf = Clock::now();
     if (a.fingerprint_top_k > 0) {  // one more prefill of the fed tokens (fingerprint.h)
-      if (Status st = RecordFingerprints(*t, *cpu_engine, *anchor, a.fingerprint_top_k); !st.ok()) Fail(st);
+      const Status st = cuda ? RecordFingerprints(*t, *cuda_engine, *anchor, a.fingerprint_top_k)
+                             : RecordFingerprints(*t, *cpu_engine, *anchor, a.fingerprint_top_k);
+      if (!st.ok()) Fail(st);
     }
+    const double fingerprint_s = std::chrono::duration<double>(Clock::now() - tf).count();
     if (!a.sign_key.empty()) {
       if (Status st = SignTranscript(*t, a.sign_key); !st.ok()) Fail(st);
     }
     if (Status st = t->Save(a.transcript); !st.ok()) Fail(st);
-    std::fprintf(stderr, "transcript: %zu commits%s -> %s\n", t->commits.size(),
-                 t->signature ? ", signed" : "",
-                 a.transcript.c_str());
+    // Timings to hold against `fieldprint verify` (which prints its replay time the same way).
+    std::fprintf(stderr,
+                 "transcript: %zu commits%s, %s -> %s; generate %.3f s (anchor %.3f + prefill %.3f + decode %.3f), "
+                 "fingerprints %.3f s\n",
+                 t->commits.size(), t->signature ? ", signed" : "", t->device.c_str(), a.transcript.c_str(),
+                 anchor_s + stats->prefill_seconds + stats->decode_seconds, anchor_s, stats->prefill_seconds,
+                 stats->decode_seconds, fingerprint_s);
   }
   if (*mode != VerifyMode::kOff) {
     std::fprintf(stderr,
@@ -275,11 +286,13 @@ void RegisterGenerateCommand(CLI::App& app) {
                   "CPU: quantized (mmap, integer dot) | f32 (widened at load); CUDA: always bf16")
       ->check(CLI::IsMember({"quantized", "f32"}));
   cmd->add_option("--transcript", args->transcript,
-                  "write a verifiable transcript (JSON) of the run; CPU only, needs --verify != off");
+                  "write a verifiable transcript (JSON) of the run; needs --verify != off. With --device cuda the "
+                  "CUDA engine then runs batch-invariant (deterministic GEMMs and attention split; slower) so "
+                  "`verify --device cuda` can replay it bit for bit");
   cmd->add_option("--sign-key", args->sign_key, "sign the transcript with this Ed25519 PEM private key");
   cmd->add_option("--fingerprint-top-k", args->fingerprint_top_k,
-                  "the transcript also records, per 32 fed tokens, the top-K entries of the last one's final "
-                  "hidden state (one extra prefill; checked by verify --tolerant); 0 = none")
+                  "the transcript also records, per 32 fed tokens, the top-K entries of a signed sum of their "
+                  "final hidden states (one extra prefill; checked by verify --tolerant); 0 = none")
       ->check(CLI::NonNegativeNumber);
   cmd->callback([args, anchor] {
     args->anchor_set = anchor->count() > 0;

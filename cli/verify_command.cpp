@@ -1,6 +1,8 @@
-// `fieldprint verify`: signature, model digest, consistency proofs, then one teacher-forced prefill on the
-// CPU that rebuilds every commit root (or a seeded sample) and re-samples the generated tokens. --tolerant
-// checks the transcript's fingerprints instead of the roots (fingerprint.h), for replays that are not bit-exact.
+// `fieldprint verify`: signature, model digest, consistency proofs, then one teacher-forced prefill that rebuilds
+// every commit root (or a seeded sample) and re-samples the generated tokens: on the CPU (--device cpu, CPU
+// transcripts) or on the GPU (--device cuda, CUDA transcripts: the batch-invariant CUDA engine, KV hashed on the
+// GPU). --tolerant checks the transcript's fingerprints instead of the roots (fingerprint.h) in a CPU replay, for
+// replays that are not bit-exact (a CUDA transcript on the CPU).
 #include "verify_command.h"
 
 #include <chrono>
@@ -23,6 +25,7 @@ struct VerifyArgs {
   uint64_t seed = 0;
   int threads = 0;
   bool tolerant = false;
+  std::string device = "cpu";
   std::string replay_weights;
   std::string replay_kv_dtype;
 };
@@ -31,7 +34,8 @@ int Run(const VerifyArgs& a) {
   if (a.transcript.empty()) {
     std::fprintf(
         stderr,
-        "fieldprint verify: usage: fieldprint verify TRANSCRIPT [--model PATH] [--sample N --seed S] [--tolerant]\n");
+        "fieldprint verify: usage: fieldprint verify TRANSCRIPT [--model PATH] [--sample N --seed S] "
+        "[--device cpu|cuda | --tolerant]\n");
     return 2;
   }
   auto t = Transcript::Load(a.transcript);
@@ -45,14 +49,15 @@ int Run(const VerifyArgs& a) {
     const std::string dflt = ResolveModelPath("");
     model = (std::filesystem::path(dflt).parent_path() / t->model_file).string();
   }
-  std::fprintf(stderr, "transcript: %zu prompt + %zu generated tokens, %zu commits, %s; model %s\n",
+  std::fprintf(stderr, "transcript: %zu prompt + %zu generated tokens, %zu commits, %s, recorded on %s; model %s\n",
                t->prompt.size(), t->generated.size(), t->commits.size(), t->signature ? "signed" : "unsigned",
-               model.c_str());
+               t->device.c_str(), model.c_str());
   ReplayOptions o;
   o.sample = a.sample;
   o.seed = a.seed;
   o.threads = a.threads;
   o.tolerant = a.tolerant;
+  o.device = a.device;
   o.weights = a.replay_weights;
   o.kv_dtype = a.replay_kv_dtype;
   const auto t0 = std::chrono::steady_clock::now();
@@ -81,8 +86,9 @@ int Run(const VerifyArgs& a) {
     return 0;
   }
   std::printf(
-      "OK: %d commit roots, %d consistency proofs, %d tokens re-sampled; replay %.3f s, total %.3f s\n",
-      r->commits_checked, r->proofs_checked, r->tokens_resampled, r->replay_seconds, s);
+      "OK (%s replay, bit-exact): %d commit roots, %d consistency proofs, %d tokens re-sampled; replay %.3f s, "
+      "total %.3f s\n",
+      a.device.c_str(), r->commits_checked, r->proofs_checked, r->tokens_resampled, r->replay_seconds, s);
   return 0;
 }
 
@@ -91,7 +97,7 @@ int Run(const VerifyArgs& a) {
 void RegisterVerifyCommand(CLI::App& app) {
   auto args = std::make_shared<VerifyArgs>();
   CLI::App* cmd = app.add_subcommand(
-      "verify", "verify a generation transcript by CPU replay (exit 0 ok, 1 mismatch, 2 bad input)");
+      "verify", "verify a generation transcript by replay (exit 0 ok, 1 mismatch, 2 bad input)");
   cmd->add_option("transcript", args->transcript, "transcript JSON written by generate --transcript");
   cmd->add_option("--model", args->model,
                   "GGUF file (default: the transcript's file name in the model cache)");
@@ -99,10 +105,16 @@ void RegisterVerifyCommand(CLI::App& app) {
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--seed", args->seed, "seed of the commit sample");
   cmd->add_option("--threads", args->threads, "CPU threads (0 = all cores)");
+  auto* dev = cmd->add_option("--device", args->device,
+                              "replay engine of the bit-exact check: cpu (CPU transcripts) | cuda (CUDA "
+                              "transcripts: batch-invariant CUDA engine, KV hashed on the GPU)")
+                  ->check(CLI::IsMember({"cpu", "cuda"}));
   auto* tol = cmd->add_flag(
       "--tolerant", args->tolerant,
       "accept a replay that is not bit-exact: check the transcript's fingerprints (top-k of final hidden "
-      "states per 32 tokens) within tolerance instead of the commit roots (docs/transcripts.md)");
+      "states per 32 tokens) within tolerance instead of the commit roots, in a CPU replay; how a CUDA "
+      "transcript is checked without a GPU (docs/transcripts.md)")
+                  ->excludes(dev);
   cmd->add_option("--replay-weights", args->replay_weights,
                   "with --tolerant: replay with these weights (quantized | f32) instead of the transcript's")
       ->check(CLI::IsMember({"quantized", "f32"}))

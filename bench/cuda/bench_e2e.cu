@@ -19,7 +19,8 @@
 // each changing choices on the same engine; tuning = '+'-joined tokens:
 //   eager (no graph), nogemv (cuBLAS at B = 1 too), skinny (the skinny tensor-core GEMM + fused SwiGLU for
 //   2 <= B <= 64), fixed (the kernel's fixed default split), nopdl (no programmatic dependent launch), det
-//   (batch_invariant mode: skinny GEMM everywhere, fixed split 512: the cost of determinism, issue #7).
+//   (batch_invariant mode: cuBLAS on 64-row blocks for every GEMM, attention split fixed at 512: the cost of
+//   determinism, issue #7; det+skinny: the skinny GEMM instead; det+s256: split 256).
 // --model FILE.gguf runs the same rows on a real model's weights (SmolLM2-135M-Instruct: its Q4_1 file dequantised
 // to bf16 on upload) instead of the random Llama-3-8B.
 // Usage: bench_e2e [--batches 1,16,64] [--ctx 4096] [--steps 64] [--full-steps 3] [--layers 32] [--variants]
@@ -279,7 +280,7 @@ int main(int argc, char** argv) {
     else if (a == "--layers") layers = std::stoi(next());
     else if (a == "--model") model_path = next();
     else if (a == "--variants") {
-      for (const char* v : {"off/nopdl", "off/nogemv", "off/skinny", "off/det"}) {
+      for (const char* v : {"off/nopdl", "off/nogemv", "off/skinny", "off/det", "off/det+s256", "off/det+skinny"}) {
         modes.emplace_back(v);
       }
     } else if (a == "--json") json_path = next();
@@ -372,9 +373,10 @@ int main(int argc, char** argv) {
       tu.decode_graphs = !has("eager");
       tu.gemv_max_batch = has("nogemv") ? 0 : 1;
       tu.skinny_max_batch = has("skinny") ? 64 : 0;
-      tu.split_tokens = has("fixed") ? 0 : -1;
+      tu.split_tokens = has("fixed") ? 0 : (has("s256") ? 256 : -1);
       tu.pdl = !has("nopdl");
       tu.batch_invariant = has("det");
+      if (has("det") && has("skinny")) tu.batch_invariant_gemm = fp::CudaEngineOptions::InvariantGemm::kSkinny;
       e.SetDecodeTuning(tu);
       const bool graphs = tu.decode_graphs;
       const int gemv = tu.gemv_max_batch, split = tu.split_tokens;
@@ -450,7 +452,9 @@ int main(int argc, char** argv) {
       {
         const auto stats1 = e.decode_stats();
         notes += (notes.empty() ? "" : "; ") + std::string(graphs ? "graph" : "eager") +
-                 (tu.batch_invariant ? "+batch-invariant(skinny everywhere, split 512)"
+                 (tu.batch_invariant ? std::string("+batch-invariant(") +
+                                           (has("skinny") ? "skinny GEMM" : "cuBLAS on 64-row blocks") + ", split " +
+                                           (has("s256") ? "256" : "512") + ")"
                                      : std::string(gemv ? "+gemv<=1" : "") +
                                            (tu.skinny_max_batch ? "+skinny<=64" : "") + "+cublas") +
                  (tu.pdl ? "+pdl" : "") + (split == 0 ? "+fixed-split" : "+split-per-step") + ", " +

@@ -51,12 +51,18 @@ struct CudaEngineOptions {
   int32_t gemv_max_batch = 1;
   int32_t skinny_max_batch = 0;
   bool pdl = true;  // programmatic dependent launch between a step's kernels (sm_90+; ignored on older GPUs)
-  // Batch-invariant (deterministic) mode: every GEMM of every step runs the skinny GEMM (any n, prefill chunks
-  // too) and attention always runs the decode kernel (prefill chunks as multi-query decode) with a fixed split
-  // size (split_tokens if >= 64, the kernel default for 0, 512 for -1). Then a token's logits, its KV bytes and so
-  // every commit root are bit-identical whatever batch it runs in and whether its KV was built by one prefill,
-  // chunked prefill or decode (tests/cuda/cuda_engine_determinism_test.cu). Costs: bench_e2e "det" rows.
+  // Batch-invariant (deterministic) mode: every GEMM of every step runs one fixed configuration whatever the
+  // token count (batch_invariant_gemm), and attention always runs the decode kernel (prefill chunks as
+  // multi-query decode) with a fixed split size (split_tokens if >= 64, the kernel default for 0, 512 for -1).
+  // Then a token's logits, its KV bytes and so every commit root are bit-identical whatever batch it runs in and
+  // whether its KV was built by one prefill, chunked prefill or decode (tests/cuda/cuda_engine_determinism_test.cu).
+  // Costs: bench_e2e "det" rows.
   bool batch_invariant = false;
+  enum class InvariantGemm {
+    kCublasPadded,  // cuBLAS on blocks of exactly 64 token rows (rows past n are scratch): one shape, one kernel
+    kSkinny,        // the skinny tensor-core GEMM (cheaper for small models at B = 1: bench_e2e on SmolLM2)
+  };
+  InvariantGemm batch_invariant_gemm = InvariantGemm::kCublasPadded;
 };
 
 class CudaLlama {
@@ -111,6 +117,7 @@ class CudaLlama {
     bool decode_graphs = true;
     int32_t gemv_max_batch = 1, skinny_max_batch = 0, split_tokens = -1;
     bool pdl = true, batch_invariant = false;
+    CudaEngineOptions::InvariantGemm batch_invariant_gemm = CudaEngineOptions::InvariantGemm::kCublasPadded;
   };
   // Replaces those fields of options() (an invalid split_tokens or threshold is ignored, batch_invariant is
   // ignored where the shapes do not allow it) and drops the captured graphs.

@@ -1,4 +1,4 @@
-// fieldprint/transcript.h — a verifiable record of one CPU generation, and its teacher-forced replay.
+// fieldprint/transcript.h — a verifiable record of one generation (CPU or CUDA), and its teacher-forced replay.
 //
 // A transcript names the model (SHA-256 of the GGUF bytes), every engine setting that changes KV bits (page
 // size, KV dtype, gamma, weights mode, commit policy, hash chunk size), the anchor tokens and root, the
@@ -8,13 +8,20 @@
 // generation's KV bit for bit, so a verifier recomputes every commit root from scratch and re-samples every
 // generated token from the replayed logits. A provisional (partial page) commit is not a prefix of the later
 // tree, so it carries no proof; its root is still recomputed.
-// Optional tolerant fingerprints (fingerprint.h: top-k of the final hidden state per 32 fed tokens) let a replay
-// that cannot be bit-exact (another device or linear path) still check the run: ReplayOptions::tolerant.
+// CUDA transcripts (device "cuda", weights "bf16", KV bf16) come from CudaLlama in batch_invariant mode, where
+// the same holds on the GPU (cuda_engine.h: KV and logits bit-identical whatever the batch and whether built by
+// prefill or decode), so ReplayTranscriptCuda checks them exactly the same way, hashing the device KV on the GPU.
+// The CUDA engine's other settings are its defaults (split_tokens -1 -> the fixed split of batch_invariant mode):
+// generate and verify both use them. Bits may differ on another GPU architecture (other kernels); the tolerant
+// check then still applies.
+// Optional tolerant fingerprints (fingerprint.h: top-k of a signed sum of the final hidden states per 32 fed
+// tokens) let a replay that cannot be bit-exact (another device or linear path) still check the run:
+// ReplayOptions::tolerant (a CPU replay, of CPU or CUDA transcripts).
 // Optional Ed25519 signature (OpenSSL) over CanonicalBody() with the public key embedded. The JSON is
 // untrusted input: Parse checks every field and type and never crashes.
 // defines: TranscriptCommit, TranscriptSignature, Transcript, BuildTranscriptCommits, SignTranscript,
 // CheckTranscriptSignature, Sha256File, TranscriptFromRun, ReplayOptions, ReplayReport, ReplayTranscript,
-// VerifyTranscript, TranscriptFedTokens, RecordFingerprints, ReplayTranscriptTolerant
+// VerifyTranscript, TranscriptFedTokens, RecordFingerprints, ReplayTranscriptTolerant, ReplayTranscriptCuda
 #pragma once
 
 #include <cstdint>
@@ -35,6 +42,7 @@
 namespace fp {
 
 class LlamaEngine;
+class CudaLlama;
 class AnchorSegment;
 struct GenerationOptions;
 struct GenerationStats;
@@ -64,8 +72,8 @@ struct Transcript {
   std::string model_summary;  // ModelConfig::Summary(), informational
   int32_t n_layers = 0, d_model = 0, n_heads = 0, n_kv_heads = 0, vocab_size = 0;
   // Engine settings that change the KV bits.
-  std::string device = "cpu";
-  std::string weights = "quantized";  // "quantized" | "f32"
+  std::string device = "cpu";         // "cpu" | "cuda"
+  std::string weights = "quantized";  // "quantized" | "f32" (CPU) | "bf16" (CUDA)
   std::string kv_dtype = "f32";       // "f32" | "f16" | "bf16"
   int32_t page_size = 16;
   float gamma = 0.f;
@@ -103,6 +111,11 @@ Result<Transcript> TranscriptFromRun(const LlamaEngine& engine, const std::strin
                                      const std::string& weights_mode, const GenerationOptions& options,
                                      std::span<const int32_t> anchor_tokens, std::span<const int32_t> prompt,
                                      const GenerationStats& stats);
+// The same for a run of the CUDA engine, which must be in batch_invariant mode (FailedPrecondition otherwise:
+// its roots would not replay). Records device "cuda", weights "bf16" and the pool's KV dtype.
+Result<Transcript> TranscriptFromRun(CudaLlama& engine, const std::string& model_path,
+                                     const GenerationOptions& options, std::span<const int32_t> anchor_tokens,
+                                     std::span<const int32_t> prompt, const GenerationStats& stats);
 
 // Signs with the Ed25519 private key in a PEM file (replaces any signature). InvalidArgument for a key that
 // is not Ed25519, IoError for an unreadable file.
@@ -116,7 +129,9 @@ struct ReplayOptions {
   int32_t sample = 0;  // > 0: check only this many commits, chosen by `seed` (the last one always)
   uint64_t seed = 0;
   int threads = 0;
-  // Tolerant mode, for replays that cannot be bit-exact: the recorded fingerprints must match within
+  // The exact replay's engine: "cpu", or "cuda" (CudaLlama in batch_invariant mode) for a CUDA transcript.
+  std::string device = "cpu";
+  // Tolerant mode (always a CPU replay), for replays that cannot be bit-exact: the recorded fingerprints must match within
   // `tolerance`; anchor and commit roots are NOT compared (KV bits differ by design; the consistency proofs
   // still are); a re-sampled token may differ from the recorded one only when the replay's logits of the two
   // are within token_logit_tol (a near tie flipped by noise).
@@ -135,7 +150,7 @@ struct ReplayReport {
   int32_t commits_checked = 0;
   int32_t proofs_checked = 0;
   int32_t tokens_resampled = 0;
-  double replay_seconds = 0.0;
+  double replay_seconds = 0.0;  // anchor + prefill + hashing + re-sampling (not the model load)
   // Tolerant mode.
   int32_t blocks_checked = 0;
   int64_t first_bad_block = -1;
@@ -148,8 +163,11 @@ struct ReplayReport {
 // the generated tokens. Mismatches land in the report (ok = false); bad input is a Status.
 Result<ReplayReport> ReplayTranscript(const Transcript& t, LlamaEngine& engine, const ReplayOptions& options);
 
-// Everything: the signature, the model digest of `model_path`, the consistency proofs, then the replay on a
-// CPU engine built from the file with the transcript's settings.
+// Everything: the signature, the model digest of `model_path`, the consistency proofs, then the replay on an
+// engine built from the file with the transcript's settings: options.device "cpu" (LlamaEngine) or "cuda"
+// (CudaLlama, batch_invariant; Unimplemented in a build without CUDA). An exact replay on another device than the
+// transcript's is Unimplemented; the tolerant one runs on the CPU (a CUDA transcript: f32-widened weights).
+
 Result<ReplayReport> VerifyTranscript(const Transcript& t, const std::string& model_path,
                                       const ReplayOptions& options);
 
@@ -167,5 +185,13 @@ Status RecordFingerprints(Transcript& t, LlamaEngine& engine, const std::shared_
 // transcript carries no fingerprints.
 Result<ReplayReport> ReplayTranscriptTolerant(const Transcript& t, LlamaEngine& engine,
                                               const ReplayOptions& options);
+
+// The CUDA twins (transcript_cuda.cpp). RecordFingerprints from CudaLlama::ForwardHidden (the run's engine; in
+// batch_invariant mode its states are the run's bit for bit). ReplayTranscriptCuda: the exact replay of a CUDA
+// transcript on `engine` (batch_invariant, the transcript's page size and gamma): anchor root and commit roots from
+// the device KV hashed on the GPU (page_digest.h's definition), tokens re-sampled from the replayed logits.
+Status RecordFingerprints(Transcript& t, CudaLlama& engine, const std::shared_ptr<AnchorSegment>& anchor,
+                          int32_t top_k = kFingerprintTopK, int32_t block = kFingerprintBlock);
+Result<ReplayReport> ReplayTranscriptCuda(const Transcript& t, CudaLlama& engine, const ReplayOptions& options);
 
 }  // namespace fp

@@ -61,8 +61,9 @@ Status CudaLlama::Impl::Init(const ModelConfig& config, const CudaEngineOptions&
   if (o_.gemv_max_batch < 0 || o_.skinny_max_batch < 0) {
     return InvalidArgument("cuda engine: gemv_max_batch and skinny_max_batch must be >= 0");
   }
-  if (o_.batch_invariant && (config.d_model % 32 != 0 || config.q_dim() % 32 != 0 || config.d_ff % 32 != 0)) {
-    return Unimplemented("cuda engine: batch_invariant mode needs d_model, q_dim and d_ff multiples of 32");
+  if (o_.batch_invariant && o_.batch_invariant_gemm == CudaEngineOptions::InvariantGemm::kSkinny &&
+      (config.d_model % 32 != 0 || config.q_dim() % 32 != 0 || config.d_ff % 32 != 0)) {
+    return Unimplemented("cuda engine: the skinny batch-invariant GEMM needs d_model, q_dim and d_ff multiples of 32");
   }
   if (config.head_dim != 64 && config.head_dim != 128) {
     return Unimplemented("cuda engine: head_dim " + std::to_string(config.head_dim) + " (attention kernels: 64, 128)");
@@ -100,6 +101,11 @@ Status CudaLlama::Impl::Init(const ModelConfig& config, const CudaEngineOptions&
   cache = std::make_unique<KvCache>(std::move(kv).value());
 
   T = std::max(o_.max_batch, o_.max_chunk);
+  // Padded cuBLAS (batch_invariant mode) runs blocks of exactly kInvariantRows token rows: the scratch rows past a
+  // step's tokens are computed and ignored, so every buffer gets whole blocks.
+  if (o_.batch_invariant && o_.batch_invariant_gemm == CudaEngineOptions::InvariantGemm::kCublasPadded) {
+    T = (T + kInvariantRows - 1) / kInvariantRows * kInvariantRows;
+  }
   const auto t = static_cast<size_t>(T);
   const auto d = static_cast<size_t>(c.d_model), qd = static_cast<size_t>(c.q_dim()),
              kvd = static_cast<size_t>(c.kv_dim()), ff = static_cast<size_t>(c.d_ff),
@@ -163,10 +169,27 @@ Status CudaLlama::Impl::AllocWeights() {
 }
 
 // y[n, out] = x[n, in] · W[out, in]^T + beta * y.  Column-major view: y^T = op_T(W^T) · x^T.
-bool CudaLlama::Impl::UseSkinny(int n) const { return opt.batch_invariant || n <= opt.skinny_max_batch; }
+bool CudaLlama::Impl::UseSkinny(int n) const {
+  if (opt.batch_invariant) return opt.batch_invariant_gemm == CudaEngineOptions::InvariantGemm::kSkinny;
+  return n <= opt.skinny_max_batch;
+}
 
 Status CudaLlama::Impl::Gemm(const bf16* w, int out, int in, const bf16* xin, int n, float* y, float beta) {
-  if (opt.batch_invariant) return ce::LaunchSkinnyGemm(w, out, in, xin, n, y, beta, pdl(), stream);
+  if (opt.batch_invariant) {
+    if (UseSkinny(n)) return ce::LaunchSkinnyGemm(w, out, in, xin, n, y, beta, pdl(), stream);
+    // One cuBLAS shape for every step: [out] x [kInvariantRows] x [in] per block of token rows. A token's output
+    // row depends only on its own input row under a fixed kernel, so it is the same at any n and any row.
+    const float alpha = 1.f;
+    for (int r0 = 0; r0 < n; r0 += kInvariantRows) {
+      if (r0 + kInvariantRows > T) return Internal("cuda engine: padded GEMM block exceeds the scratch rows");
+      FP_RETURN_IF_ERROR(CublasStatus(
+          cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, out, kInvariantRows, in, &alpha, w, CUDA_R_16BF, in,
+                       xin + int64_t{r0} * in, CUDA_R_16BF, in, &beta, y + int64_t{r0} * out, CUDA_R_32F, out,
+                       CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+          "padded gemm"));
+    }
+    return Status::Ok();
+  }
   if (n <= opt.gemv_max_batch && ce::GemvSupported(out, in, w, xin, n)) {
     return ce::LaunchGemvBf16(w, out, in, xin, n, y, beta, stream, pdl());
   }

@@ -104,7 +104,12 @@ void CudaLlama::SetDecodeTuning(const DecodeTuning& t) {
   if (t.gemv_max_batch >= 0) o.gemv_max_batch = t.gemv_max_batch;
   if (t.skinny_max_batch >= 0) o.skinny_max_batch = t.skinny_max_batch;
   o.pdl = t.pdl;
-  o.batch_invariant = t.batch_invariant && c.d_model % 32 == 0 && c.q_dim() % 32 == 0 && c.d_ff % 32 == 0;
+  const bool skinny_ok = c.d_model % 32 == 0 && c.q_dim() % 32 == 0 && c.d_ff % 32 == 0;
+  const bool padded_ok = impl_->T % Impl::kInvariantRows == 0;
+  o.batch_invariant_gemm = t.batch_invariant_gemm;
+  o.batch_invariant =
+      t.batch_invariant &&
+      (t.batch_invariant_gemm == CudaEngineOptions::InvariantGemm::kSkinny ? skinny_ok : padded_ok);
   const int32_t split_tokens = t.split_tokens;
   if (split_tokens == -1 || split_tokens == 0 || split_tokens >= 64) impl_->opt.split_tokens = split_tokens;
   if (impl_->stream != nullptr) cudaStreamSynchronize(impl_->stream);

@@ -91,6 +91,8 @@ struct CudaLlama::Impl {
   // The fixed attention split of batch_invariant mode when split_tokens is -1 (per step elsewhere): 8 splits of
   // a 4k context, enough CTAs at B = 1 without too many merges at B = 64 (bench_e2e "det" rows).
   static constexpr int32_t kBatchInvariantSplit = 512;
+  // Token rows per padded cuBLAS call in batch_invariant mode (CudaEngineOptions::InvariantGemm::kCublasPadded).
+  static constexpr int kInvariantRows = 64;
 
   bool pdl() const { return opt.pdl && pdl_supported; }
   // Whether a step of n tokens runs its GEMMs on the skinny GEMM (then gate|up fuses SwiGLU).

@@ -41,8 +41,10 @@ class CudaBackend final : public EngineBackend {
   const ModelConfig& config() const override { return e_.config(); }
   KvCache& cache() override { return e_.cache(); }
   void* stream() const override { return e_.stream(); }
-  // cuBLAS and the attention kernels differ between prefill and decode shapes: replay in the original shape.
-  bool replay_any_shape() const override { return false; }
+  // cuBLAS and the attention kernels differ between prefill and decode shapes: replay in the original shape,
+  // unless the engine runs batch-invariant (cuda_engine.h: any shape gives the same KV bits, which is also what
+  // lets a CUDA transcript replay in one prefill).
+  bool replay_any_shape() const override { return e_.options().batch_invariant; }
 
   Result<std::shared_ptr<AnchorSegment>> BuildAnchor(std::span<const int32_t> tokens) override {
     return e_.BuildAnchor(tokens);

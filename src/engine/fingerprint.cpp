@@ -1,5 +1,5 @@
-// The tolerant fingerprint (fingerprint.h): top-k of final hidden states per block of rows, and the tolerant
-// block-by-block comparison. Pure host code over float vectors; the engines supply the hidden states.
+// The tolerant fingerprint (fingerprint.h): top-k of the signed sum of a block's final hidden states, and the
+// tolerant block-by-block comparison. Pure host code over float vectors; the engines supply the hidden states.
 #include "fieldprint/fingerprint.h"
 
 #include <algorithm>
@@ -26,6 +26,26 @@ std::vector<int32_t> FingerprintRows(int32_t n, int32_t block) {
     if (end >= n) break;
   }
   return rows;
+}
+
+float FingerprintSign(int32_t row) {
+  uint64_t z = static_cast<uint64_t>(static_cast<uint32_t>(row)) + 0x9E3779B97F4A7C15ull;  // splitmix64
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return ((z ^ (z >> 31)) & 1) != 0 ? -1.f : 1.f;
+}
+
+std::vector<float> SignedBlockSum(std::span<const float> hidden, int32_t d_model, int32_t first_row) {
+  const auto d = static_cast<size_t>(std::max(d_model, 0));
+  std::vector<double> acc(d, 0.0);  // [d_model]
+  const size_t rows = d == 0 ? 0 : hidden.size() / d;
+  for (size_t r = 0; r < rows; ++r) {
+    const double s = FingerprintSign(first_row + static_cast<int32_t>(r));
+    for (size_t j = 0; j < d; ++j) acc[j] += s * static_cast<double>(hidden[r * d + j]);
+  }
+  std::vector<float> out(d);  // [d_model]
+  for (size_t j = 0; j < d; ++j) out[j] = static_cast<float>(acc[j]);
+  return out;
 }
 
 Result<BlockFingerprint> FingerprintOfRow(std::span<const float> h, int32_t top_k, int32_t row) {
@@ -55,16 +75,23 @@ Result<BlockFingerprint> FingerprintOfRow(std::span<const float> h, int32_t top_
 Result<Fingerprints> MakeFingerprints(std::span<const float> hidden, int32_t d_model, int32_t n, int32_t block,
                                       int32_t top_k) {
   if (d_model < 1 || n < 1 || block < 1) return InvalidArgument("fingerprint: d_model, n and block must be >= 1");
-  const std::vector<int32_t> rows = FingerprintRows(n, block);
-  if (hidden.size() != rows.size() * static_cast<size_t>(d_model))
+  const auto d = static_cast<size_t>(d_model);
+  if (hidden.size() != static_cast<size_t>(n) * d)
     return InvalidArgument("fingerprint: hidden holds " + std::to_string(hidden.size()) + " values, want " +
-                           std::to_string(rows.size()) + " x " + std::to_string(d_model));
+                           std::to_string(n) + " x " + std::to_string(d_model));
+  for (float v : hidden) {  // checked here: a NaN in any row would vanish from nothing but poison the sum
+    if (!std::isfinite(v)) return InvalidArgument("fingerprint: non-finite hidden state");
+  }
+  const std::vector<int32_t> rows = FingerprintRows(n, block);  // each block's last row
   Fingerprints out;
   out.block = block;
   out.top_k = top_k;
   for (size_t b = 0; b < rows.size(); ++b) {
-    auto f = FingerprintOfRow(hidden.subspan(b * static_cast<size_t>(d_model), static_cast<size_t>(d_model)),
-                              top_k, rows[b]);
+    const auto first = static_cast<int32_t>(b) * block;
+    const std::vector<float> sum = SignedBlockSum(
+        hidden.subspan(static_cast<size_t>(first) * d, static_cast<size_t>(rows[b] - first + 1) * d), d_model,
+        first);  // [d_model]
+    auto f = FingerprintOfRow(sum, top_k, rows[b]);
     if (!f.ok()) return f.status();
     out.blocks.push_back(std::move(f).value());
   }

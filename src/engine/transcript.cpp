@@ -16,6 +16,7 @@
 
 #include "fieldprint/engine.h"
 #include "fieldprint/generation.h"
+#include "transcript_internal.h"
 
 namespace fp {
 
@@ -24,6 +25,8 @@ namespace {
 using json = nlohmann::json;
 
 constexpr std::string_view kSignDomain = "fieldprint-transcript-v1\n";
+// What a fingerprint block holds (fingerprint.h): top-k of the signed sum of the block's final-RMSNorm states.
+constexpr const char* kFingerprintKind = "final_rmsnorm_signed_block_sum";
 
 std::string HexOf(std::span<const uint8_t> b) {
   static const char* kHex = "0123456789abcdef";
@@ -171,7 +174,7 @@ json BodyJson(const Transcript& t) {
     json blocks = json::array();
     for (const BlockFingerprint& b : f.blocks)
       blocks.push_back({{"row", b.row}, {"indices", b.indices}, {"values", b.values}});
-    body["fingerprints"] = {{"hidden", "final_rmsnorm"}, {"value_dtype", "bf16"}, {"block", f.block},
+    body["fingerprints"] = {{"hidden", kFingerprintKind}, {"value_dtype", "bf16"}, {"block", f.block},
                             {"top_k", f.top_k}, {"blocks", blocks}};
   }
   return body;
@@ -184,8 +187,9 @@ Result<Fingerprints> ParseFingerprints(const json& j, int32_t n, int32_t d_model
   if (!hidden.ok()) return hidden.status();
   auto vdt = r.Str("value_dtype");
   if (!vdt.ok()) return vdt.status();
-  if (*hidden != "final_rmsnorm" || *vdt != "bf16")
-    return InvalidArgument("transcript: fingerprints must be of final_rmsnorm states in bf16");
+  if (*hidden != kFingerprintKind || *vdt != "bf16")
+    return InvalidArgument(std::string("transcript: fingerprints.hidden must be ") + kFingerprintKind +
+                           " and value_dtype bf16");
   Fingerprints f;
   FP_ASSIGN(f.block, r.Int("block", 1, 1 << 20));
   FP_ASSIGN(f.top_k, r.Int("top_k", 1, 1 << 20));
@@ -268,7 +272,9 @@ Result<Transcript> Transcript::Parse(std::string_view text) {
     FP_ASSIGN(t.gamma, e.Num("gamma"));
     FP_ASSIGN(t.commit_every, e.Int("commit_every", 0, kMaxI));
     FP_ASSIGN(t.chunk_bytes, e.Int("chunk_bytes", 1, int64_t{1} << 24));
-    if (t.weights != "quantized" && t.weights != "f32") return InvalidArgument("transcript: engine.weights");
+    if (t.device != "cpu" && t.device != "cuda") return InvalidArgument("transcript: engine.device");
+    if (t.device == "cpu" ? t.weights != "quantized" && t.weights != "f32" : t.weights != "bf16")
+      return InvalidArgument("transcript: engine.weights (cpu: quantized | f32, cuda: bf16)");
     if (t.kv_dtype != "f32" && t.kv_dtype != "f16" && t.kv_dtype != "bf16")
       return InvalidArgument("transcript: engine.kv_dtype");
   }
@@ -390,10 +396,12 @@ Result<std::vector<TranscriptCommit>> BuildTranscriptCommits(const CommitLog& lo
   return out;
 }
 
-Result<Transcript> TranscriptFromRun(const LlamaEngine& engine, const std::string& model_path,
-                                     const std::string& weights_mode, const GenerationOptions& options,
-                                     std::span<const int32_t> anchor_tokens, std::span<const int32_t> prompt,
-                                     const GenerationStats& stats) {
+namespace transcript_detail {
+
+Result<Transcript> TranscriptFromRunInfo(const ModelConfig& c, const TranscriptEngineInfo& e,
+                                         const std::string& model_path, const GenerationOptions& options,
+                                         std::span<const int32_t> anchor_tokens, std::span<const int32_t> prompt,
+                                         const GenerationStats& stats) {
   if (options.verify == VerifyMode::kOff)
     return FailedPrecondition("transcript: needs the run's commitments: use --verify sync|async|sync-full");
   if (options.inject_fault_step >= 0)
@@ -405,17 +413,17 @@ Result<Transcript> TranscriptFromRun(const LlamaEngine& engine, const std::strin
   if (!digest.ok()) return digest.status();
   t.model_sha256 = *digest;
   t.model_file = std::filesystem::path(model_path).filename().string();
-  const ModelConfig& c = engine.config();
   t.model_summary = c.Summary();
   t.n_layers = c.n_layers;
   t.d_model = c.d_model;
   t.n_heads = c.n_heads;
   t.n_kv_heads = c.n_kv_heads;
   t.vocab_size = c.vocab_size;
-  t.weights = weights_mode;
-  t.kv_dtype = DTypeName(engine.options().kv_dtype);
-  t.page_size = engine.options().page_size;
-  t.gamma = engine.options().gamma;
+  t.device = e.device;
+  t.weights = e.weights;
+  t.kv_dtype = e.kv_dtype;
+  t.page_size = e.page_size;
+  t.gamma = e.gamma;
   t.commit_every = options.commit_every;
   t.chunk_bytes = kDefaultChunkBytes;
   t.anchor_tokens.assign(anchor_tokens.begin(), anchor_tokens.end());
@@ -428,6 +436,20 @@ Result<Transcript> TranscriptFromRun(const LlamaEngine& engine, const std::strin
   if (!commits.ok()) return commits.status();
   t.commits = std::move(commits).value();
   return t;
+}
+
+}  // namespace transcript_detail
+
+Result<Transcript> TranscriptFromRun(const LlamaEngine& engine, const std::string& model_path,
+                                     const std::string& weights_mode, const GenerationOptions& options,
+                                     std::span<const int32_t> anchor_tokens, std::span<const int32_t> prompt,
+                                     const GenerationStats& stats) {
+  if (!engine.options().gamma_per_head.empty())
+    return FailedPrecondition("transcript: records one gamma, not a per-head list");
+  const transcript_detail::TranscriptEngineInfo info{"cpu", weights_mode, DTypeName(engine.options().kv_dtype),
+                                                    engine.options().page_size, engine.options().gamma};
+  return transcript_detail::TranscriptFromRunInfo(engine.config(), info, model_path, options, anchor_tokens, prompt,
+                                                  stats);
 }
 
 Status SignTranscript(Transcript& t, const std::string& pem_path) {

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <numeric>
 
 #include "fieldprint/engine.h"
 #include "fieldprint/transcript.h"
@@ -14,15 +15,16 @@ namespace fp {
 
 namespace {
 
-// One prefill of `fed` after `anchor`; the fingerprinted rows' hidden states, and the logits of the last
-// n_logits tokens. The sequence is freed again.
+// One prefill of `fed` after `anchor`; every row's hidden state (each block's fingerprint covers all its rows),
+// and the logits of the last n_logits tokens. The sequence is freed again.
 Status PrefillHidden(LlamaEngine& engine, const std::shared_ptr<AnchorSegment>& anchor,
-                     std::span<const int32_t> fed, int32_t block, int32_t n_logits, std::vector<float>* logits,
+                     std::span<const int32_t> fed, int32_t n_logits, std::vector<float>* logits,
                      std::vector<float>* hidden) {
   if (fed.empty()) return InvalidArgument("fingerprint: nothing fed");
   auto seq = engine.NewSequence(anchor);
   if (!seq.ok()) return seq.status();
-  const std::vector<int32_t> rows = FingerprintRows(static_cast<int32_t>(fed.size()), block);
+  std::vector<int32_t> rows(fed.size());  // [n] 0 .. n-1
+  std::iota(rows.begin(), rows.end(), 0);
   Status st = engine.Forward(*seq, fed, n_logits, logits, rows, hidden);
   if (Status f = engine.FreeSequence(*seq); st.ok()) st = f;
   return st;
@@ -42,8 +44,8 @@ Status RecordFingerprints(Transcript& t, LlamaEngine& engine, const std::shared_
   if (top_k < 1 || top_k > d || block < 1)
     return InvalidArgument("fingerprint: top_k must be in [1, d_model] and block >= 1");
   const std::vector<int32_t> fed = TranscriptFedTokens(t);
-  std::vector<float> hidden;  // [blocks, d_model]
-  FP_RETURN_IF_ERROR(PrefillHidden(engine, anchor, fed, block, 0, nullptr, &hidden));
+  std::vector<float> hidden;  // [fed, d_model]
+  FP_RETURN_IF_ERROR(PrefillHidden(engine, anchor, fed, 0, nullptr, &hidden));
   auto f = MakeFingerprints(hidden, d, static_cast<int32_t>(fed.size()), block, top_k);
   if (!f.ok()) return f.status();
   t.fingerprints = std::move(f).value();
@@ -85,8 +87,8 @@ Result<ReplayReport> ReplayTranscriptTolerant(const Transcript& t, LlamaEngine& 
   if (!anchor.ok()) return anchor.status();
   const auto n_logits = static_cast<int32_t>(t.generated.size());
   std::vector<float> logits;  // [n_logits, vocab]
-  std::vector<float> hidden;  // [blocks, d_model]
-  FP_RETURN_IF_ERROR(PrefillHidden(engine, *anchor, fed, rec.block, n_logits, &logits, &hidden));
+  std::vector<float> hidden;  // [fed, d_model]
+  FP_RETURN_IF_ERROR(PrefillHidden(engine, *anchor, fed, n_logits, &logits, &hidden));
   auto replayed = MakeFingerprints(hidden, c.d_model, static_cast<int32_t>(fed.size()), rec.block, rec.top_k);
   if (!replayed.ok()) return replayed.status();
   const FingerprintMatch m = MatchFingerprints(rec, *replayed, opt.tolerance);

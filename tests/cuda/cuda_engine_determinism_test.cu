@@ -2,8 +2,9 @@
 // KV bytes, the page digests the commitments are built from, and the logits must be bit-identical
 //   - when its KV is built by one prefill pass, by chunked prefill (several chunk sizes) or token by token, and
 //   - when it decodes alone or inside batches of 1 .. 15 other random sequences at a random batch position.
-// Random weights drawn on the device from one seed (identical in every engine), an anchor with a non-zero gamma,
-// GQA group 3, prompt lengths that end mid-page. A control run without batch_invariant shows the comparison can
+// Both batch-invariant GEMM choices (cuBLAS on 64-row blocks, the skinny GEMM). Random weights drawn on the device
+// from one seed (identical in every engine), an anchor with a non-zero gamma, GQA group 3, prompt lengths that end
+// mid-page. A control run without batch_invariant shows the comparison can
 // fail (its chunked prefill differs from its decode). Every test skips without a CUDA device.
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
@@ -40,7 +41,12 @@ ModelConfig DetConfig() {
 
 constexpr uint64_t kSeed = 41;
 
-std::unique_ptr<CudaLlama> MakeEngine(int max_chunk, int max_batch, bool batch_invariant) {
+using Gemm = CudaEngineOptions::InvariantGemm;
+constexpr Gemm kGemms[] = {Gemm::kCublasPadded, Gemm::kSkinny};
+const char* Name(Gemm g) { return g == Gemm::kSkinny ? "skinny" : "cublas-padded"; }
+
+std::unique_ptr<CudaLlama> MakeEngine(int max_chunk, int max_batch, bool batch_invariant,
+                                      Gemm gemm = Gemm::kCublasPadded) {
   CudaEngineOptions o;
   o.kv_capacity = 4096;
   o.max_batch = max_batch;
@@ -48,6 +54,7 @@ std::unique_ptr<CudaLlama> MakeEngine(int max_chunk, int max_batch, bool batch_i
   o.gamma = 0.3f;
   o.split_tokens = 64;  // several splits per sequence: the LSE merge is part of what must not move
   o.batch_invariant = batch_invariant;
+  o.batch_invariant_gemm = gemm;
   auto e = CudaLlama::Random(DetConfig(), kSeed, o);
   EXPECT_TRUE(e.ok()) << e.status().ToString();
   return e.ok() ? std::move(e).value() : nullptr;
@@ -137,10 +144,11 @@ TEST(CudaDeterminism, KvAndLogitsIndependentOfHowKvWasBuilt) {
   SKIP_WITHOUT_GPU();
   std::mt19937 rng(5);
   const auto anchor = Tokens(rng, 19);
-  for (int n : {45, 70}) {  // prompts ending mid-page; 70 > the 64-token split
+  for (Gemm gemm : kGemms)
+  for (int n : {45, 70}) {  // prompts ending mid-page; 70 > the 64-token split and the 64-row GEMM block
     const auto prompt = Tokens(rng, n);
     const int32_t next = Tokens(rng, 1)[0];
-    auto one = MakeEngine(128, 4, true);
+    auto one = MakeEngine(128, 4, true, gemm);
     ASSERT_TRUE(one);
     const BuildResult ref = BuildAndDecode(*one, Build::kOnePrefill, anchor, prompt, next);
     struct Variant {
@@ -150,9 +158,10 @@ TEST(CudaDeterminism, KvAndLogitsIndependentOfHowKvWasBuilt) {
     };
     for (const Variant& v : {Variant{"chunks of 8", 8, Build::kChunked}, Variant{"chunks of 13", 13, Build::kChunked},
                              Variant{"token by token", 128, Build::kTokenByToken}}) {
-      auto e = MakeEngine(v.chunk, 4, true);
+      auto e = MakeEngine(v.chunk, 4, true, gemm);
       ASSERT_TRUE(e);
       const BuildResult got = BuildAndDecode(*e, v.method, anchor, prompt, next);
+      SCOPED_TRACE(Name(gemm));
       EXPECT_TRUE(got.kv.bytes == ref.kv.bytes) << v.name << ", prompt " << n << ": KV bytes differ";
       EXPECT_TRUE(got.kv.pages == ref.kv.pages) << v.name << ", prompt " << n << ": page digests differ";
       EXPECT_TRUE(SameBits(got.last_prompt_logits, ref.last_prompt_logits))
@@ -182,6 +191,8 @@ TEST(CudaDeterminism, DefaultModeIsNotBuildInvariant) {
 
 TEST(CudaDeterminism, LogitsIndependentOfBatch) {
   SKIP_WITHOUT_GPU();
+  for (Gemm gemm : kGemms) {
+  SCOPED_TRACE(Name(gemm));
   std::mt19937 rng(8);
   const auto anchor = Tokens(rng, 23);
   const auto prompt = Tokens(rng, 37);
@@ -190,7 +201,7 @@ TEST(CudaDeterminism, LogitsIndependentOfBatch) {
   std::vector<std::vector<float>> alone;
   SeqKv alone_kv;
   {
-    auto e = MakeEngine(64, 16, true);
+    auto e = MakeEngine(64, 16, true, gemm);
     ASSERT_TRUE(e);
     auto an = e->BuildAnchor(anchor);
     ASSERT_TRUE(an.ok());
@@ -207,7 +218,7 @@ TEST(CudaDeterminism, LogitsIndependentOfBatch) {
   }
   const size_t V = static_cast<size_t>(DetConfig().vocab_size);
   for (int batch : {2, 5, 16}) {
-    auto e = MakeEngine(64, 16, true);
+    auto e = MakeEngine(64, 16, true, gemm);
     ASSERT_TRUE(e);
     auto an = e->BuildAnchor(anchor);
     ASSERT_TRUE(an.ok());
@@ -233,6 +244,7 @@ TEST(CudaDeterminism, LogitsIndependentOfBatch) {
     const SeqKv kv = ReadSeqKv(*e, ours);
     EXPECT_TRUE(kv.bytes == alone_kv.bytes) << "batch " << batch << ": KV bytes differ from alone";
     EXPECT_TRUE(kv.pages == alone_kv.pages) << "batch " << batch << ": page digests differ from alone";
+  }
   }
 }
 

@@ -40,8 +40,9 @@ Fingerprints CpuPrint(uint64_t seed, std::span<const int32_t> fed) {
   EXPECT_TRUE(e.ok());
   auto seq = (*e)->NewSequence(nullptr);
   EXPECT_TRUE(seq.ok());
-  const auto rows = FingerprintRows(static_cast<int32_t>(fed.size()), kFingerprintBlock);
-  std::vector<float> hidden;  // [rows, d]
+  std::vector<int32_t> rows(fed.size());  // every row: a block's fingerprint covers all of them
+  for (size_t i = 0; i < rows.size(); ++i) rows[i] = static_cast<int32_t>(i);
+  std::vector<float> hidden;  // [fed, d]
   EXPECT_TRUE((*e)->Forward(*seq, fed, 0, nullptr, rows, &hidden).ok());
   auto f = MakeFingerprints(hidden, Config().d_model, static_cast<int32_t>(fed.size()), kFingerprintBlock,
                             kFingerprintTopK);
@@ -60,8 +61,9 @@ Fingerprints CudaPrint(uint64_t seed, std::span<const int32_t> fed) {
   if (!e.ok()) return {};
   auto seq = (*e)->NewSequence(nullptr);
   EXPECT_TRUE(seq.ok());
-  const auto rows = FingerprintRows(static_cast<int32_t>(fed.size()), kFingerprintBlock);
-  std::vector<float> hidden;  // [rows, d]
+  std::vector<int32_t> rows(fed.size());  // every row: a block's fingerprint covers all of them
+  for (size_t i = 0; i < rows.size(); ++i) rows[i] = static_cast<int32_t>(i);
+  std::vector<float> hidden;  // [fed, d]
   const Status st = (*e)->ForwardHidden(*seq, fed, rows, &hidden);
   EXPECT_TRUE(st.ok()) << st.ToString();
   EXPECT_EQ(*(*e)->Length(*seq), static_cast<int32_t>(fed.size()));

@@ -1,0 +1,54 @@
+// transcript_internal.h — what the CPU and the CUDA exact replays of a transcript share (transcript_replay.cpp):
+// the input checks, the commit positions the policy gives, and the commit-root / token check over page digests
+// that each engine supplies from its own KV bytes (host hashing for the CPU pool, GpuTreeHasher for the device
+// pool: the same digests by definition, page_digest.h). Also the engine-neutral TranscriptFromRun core.
+// defines: transcript_detail::PageFill, PageDigestFn, CheckTranscriptInput, CheckCommitsAndTokens,
+//          TranscriptEngineInfo, TranscriptFromRunInfo, VerifyTranscriptCuda
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "fieldprint/model_config.h"
+#include "fieldprint/transcript.h"
+
+namespace fp::transcript_detail {
+
+// Page `page` of the sequence (0-based logical index) hashed over its first `fill` rows.
+struct PageFill {
+  int64_t page = 0;
+  int32_t fill = 0;
+};
+// The page digests of `pages`, in order ([pages.size()]).
+using PageDigestFn = std::function<Result<std::vector<Digest>>(std::span<const PageFill> pages)>;
+
+// Model shape, token ids, prompt and chunk size against the replaying engine's config: InvalidArgument /
+// a failed report (ok = false, model differs) in *mismatch.
+Status CheckTranscriptInput(const Transcript& t, const ModelConfig& c, std::string* mismatch);
+
+// Commit positions against the policy, the picked commits' roots rebuilt from `digests` (all needed pages hashed
+// in one call), then every generated token re-sampled from logits [generated, vocab]. kv_len = fed tokens.
+Result<ReplayReport> CheckCommitsAndTokens(const Transcript& t, const ReplayOptions& opt, int32_t kv_len,
+                                           const PageDigestFn& digests, std::span<const float> logits,
+                                           int32_t vocab);
+
+// What TranscriptFromRun records about the engine.
+struct TranscriptEngineInfo {
+  std::string device, weights, kv_dtype;
+  int32_t page_size = 16;
+  float gamma = 0.f;
+};
+Result<Transcript> TranscriptFromRunInfo(const ModelConfig& c, const TranscriptEngineInfo& e,
+                                         const std::string& model_path, const GenerationOptions& options,
+                                         std::span<const int32_t> anchor_tokens, std::span<const int32_t> prompt,
+                                         const GenerationStats& stats);
+
+// VerifyTranscript's replay step for device "cuda" (transcript_cuda.cpp): a batch_invariant CudaLlama from the
+// model file with the transcript's settings, then ReplayTranscriptCuda.
+Result<ReplayReport> VerifyTranscriptCuda(const Transcript& t, const std::string& model_path,
+                                          const ReplayOptions& opt);
+
+}  // namespace fp::transcript_detail

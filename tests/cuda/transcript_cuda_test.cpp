@@ -1,0 +1,180 @@
+// CUDA transcripts (issue #7): a seeded generation on the batch-invariant CUDA engine with the CUDA verifier
+// (async, commits every 5 tokens and at full pages) is recorded with fingerprints and signed; it must verify
+// bit for bit on the GPU (one prefill replays prefill + decode: every commit root, every token), tolerantly on the
+// CPU (fingerprints), and not exactly on the CPU. A tampered root or generated token is rejected on the GPU. Timings
+// of generate vs verify are printed. Every test skips without a CUDA device.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "cuda_test_util.h"
+#include "engine_test_util.h"
+#include "fieldprint/cuda_engine.h"
+#include "fieldprint/engine_backend.h"
+#include "fieldprint/generation.h"
+#include "fieldprint/transcript.h"
+
+namespace fp {
+namespace {
+
+namespace fs = std::filesystem;
+
+ModelConfig Config() {  // batch_invariant needs d_model, q_dim, d_ff multiples of 32; head_dim 64
+  ModelConfig c;
+  c.n_layers = 2;
+  c.d_model = 256;
+  c.n_heads = 4;
+  c.n_kv_heads = 2;
+  c.head_dim = 64;
+  c.d_ff = 512;
+  c.vocab_size = 259;
+  c.context_length = 1024;
+  c.tied_embeddings = false;
+  return c;
+}
+
+struct CudaRun {
+  fs::path dir;
+  std::string model;
+  Transcript t;
+  double generate_s = 0;
+};
+
+CudaRun GenerateOnCuda(int32_t max_tokens) {
+  CudaRun r;
+  r.dir = fs::temp_directory_path() / ("fp_transcript_cuda_" + std::to_string(::getpid()));
+  fs::create_directories(r.dir);
+  auto w = LlamaWeights::Random(Config(), 21, WeightType::kQ8_0);
+  EXPECT_TRUE(w.ok());
+  const std::vector<uint8_t> bytes = testing::WriteGguf(*w);
+  r.model = (r.dir / "model.gguf").string();
+  std::ofstream(r.model, std::ios::binary)
+      .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  auto lw = LlamaWeights::Load(r.model, WeightStorage::kQuantized);
+  EXPECT_TRUE(lw.ok()) << lw.status().ToString();
+  CudaEngineOptions co;  // what generate --device cuda --transcript uses
+  co.kv_capacity = 512;
+  co.max_batch = 1;
+  co.gamma = 0.25f;
+  co.batch_invariant = true;
+  auto e = CudaLlama::FromWeights(*lw, co);
+  EXPECT_TRUE(e.ok()) << e.status().ToString();
+  if (!e.ok()) return r;
+  auto backend = MakeCudaBackend(**e);
+  EXPECT_TRUE(backend->replay_any_shape());
+  auto tok = testing::MakeByteTokenizer();
+  const auto anchor_tokens = tok->Encode("<|im_start|>system\nbe brief and kind<|im_end|>\n");
+  auto anchor = backend->BuildAnchor(anchor_tokens);
+  EXPECT_TRUE(anchor.ok()) << anchor.status().ToString();
+  const auto prompt = tok->Encode("<|im_start|>user\nwrite me a short poem<|im_end|>\n<|im_start|>assistant\n");
+  GenerationOptions o;
+  o.max_tokens = max_tokens;
+  o.sampler = SamplerConfig{0.9f, 40, 0.95f, 777};
+  o.verify = VerifyMode::kAsync;
+  o.commit_every = 5;
+  o.stop_at_end_of_turn = false;
+  Generator g(*backend, *tok, *anchor);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto stats = g.Generate(prompt, o, nullptr);
+  r.generate_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_TRUE(stats.ok()) << stats.status().ToString();
+  if (!stats.ok()) return r;
+  EXPECT_EQ(stats->rollbacks, 0);
+  auto t = TranscriptFromRun(**e, r.model, o, anchor_tokens, prompt, *stats);
+  EXPECT_TRUE(t.ok()) << t.status().ToString();
+  if (!t.ok()) return r;
+  r.t = std::move(t).value();
+  const Status st = RecordFingerprints(r.t, **e, *anchor);
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  return r;
+}
+
+TEST(TranscriptCudaTest, VerifiesExactlyOnCudaTolerantlyOnCpuRejectsTampering) {
+  SKIP_WITHOUT_GPU();
+  CudaRun r = GenerateOnCuda(150);  // prompt ~50 + 150: several pages, full and provisional commits
+  ASSERT_FALSE(r.t.commits.empty());
+  EXPECT_EQ(r.t.device, "cuda");
+  EXPECT_EQ(r.t.weights, "bf16");
+  EXPECT_EQ(r.t.kv_dtype, "bf16");
+  ASSERT_TRUE(r.t.fingerprints.has_value());
+  auto back = Transcript::Parse(r.t.ToJson());  // through JSON, as verify reads it
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+
+  ReplayOptions on_cuda;
+  on_cuda.device = "cuda";
+  const auto t0 = std::chrono::steady_clock::now();
+  auto exact = VerifyTranscript(*back, r.model, on_cuda);
+  const double verify_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_TRUE(exact.ok()) << exact.status().ToString();
+  EXPECT_TRUE(exact->ok) << exact->failure;
+  EXPECT_EQ(exact->commits_checked, static_cast<int32_t>(r.t.commits.size()));
+  EXPECT_EQ(exact->tokens_resampled, static_cast<int32_t>(r.t.generated.size()));
+  std::printf("[transcript-cuda] %zu prompt + %zu generated, %zu commits: generate %.3f s, verify --device cuda "
+              "%.3f s (replay %.3f s)\n",
+              r.t.prompt.size(), r.t.generated.size(), r.t.commits.size(), r.generate_s, verify_s,
+              exact->replay_seconds);
+
+  ReplayOptions tol;  // CPU, fingerprints
+  tol.tolerant = true;
+  auto tr = VerifyTranscript(*back, r.model, tol);
+  ASSERT_TRUE(tr.ok()) << tr.status().ToString();
+  EXPECT_TRUE(tr->ok) << tr->failure;
+  std::printf("[transcript-cuda] tolerant CPU check: %d blocks, min overlap %.3f, worst mean err %.4f, worst err "
+              "%.4f, %d near-tie token flips\n",
+              tr->blocks_checked, tr->min_overlap, tr->worst_mean_err, tr->worst_err, tr->tokens_flipped);
+  EXPECT_EQ(VerifyTranscript(*back, r.model, {}).status().code(), StatusCode::kUnimplemented);  // exact on CPU
+
+  // Tampering: a middle commit's root, a generated token (not the last), the anchor root.
+  Transcript bad_root = *back;
+  const size_t mid = bad_root.commits.size() / 2;
+  bad_root.commits[mid].root.bytes[7] ^= 1;
+  auto rr = VerifyTranscript(bad_root, r.model, on_cuda);
+  ASSERT_TRUE(rr.ok()) << rr.status().ToString();
+  EXPECT_FALSE(rr->ok);
+  EXPECT_GE(rr->first_bad_commit, 0);  // a consistency proof (at mid or mid + 1) or the replayed root catches it
+  EXPECT_LE(rr->first_bad_commit, static_cast<int64_t>(mid) + 1) << rr->failure;
+  Transcript bad_tok = *back;
+  bad_tok.generated[bad_tok.generated.size() / 2] = (bad_tok.generated[bad_tok.generated.size() / 2] + 1) % 259;
+  auto rt = VerifyTranscript(bad_tok, r.model, on_cuda);
+  ASSERT_TRUE(rt.ok()) << rt.status().ToString();
+  EXPECT_FALSE(rt->ok);
+  auto rtt = VerifyTranscript(bad_tok, r.model, tol);
+  ASSERT_TRUE(rtt.ok());
+  EXPECT_FALSE(rtt->ok);
+  Transcript bad_anchor = *back;
+  bad_anchor.anchor_root.bytes[0] ^= 0x80;
+  auto ra = VerifyTranscript(bad_anchor, r.model, on_cuda);
+  ASSERT_TRUE(ra.ok());
+  EXPECT_FALSE(ra->ok);
+  EXPECT_NE(ra->failure.find("anchor"), std::string::npos) << ra->failure;
+  std::error_code ec;
+  fs::remove_all(r.dir, ec);
+}
+
+TEST(TranscriptCudaTest, NeedsBatchInvariantMode) {
+  SKIP_WITHOUT_GPU();
+  auto w = LlamaWeights::Random(Config(), 3, WeightType::kQ8_0);
+  ASSERT_TRUE(w.ok());
+  CudaEngineOptions co;  // batch_invariant off
+  co.kv_capacity = 128;
+  auto e = CudaLlama::FromWeights(*w, co);
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  EXPECT_FALSE(MakeCudaBackend(**e)->replay_any_shape());
+  GenerationOptions o;
+  o.verify = VerifyMode::kSync;
+  GenerationStats s;
+  const std::vector<int32_t> p{5, 6};
+  EXPECT_EQ(TranscriptFromRun(**e, "x", o, {}, p, s).status().code(), StatusCode::kFailedPrecondition);
+  Transcript t;
+  t.device = "cuda";
+  EXPECT_EQ(ReplayTranscriptCuda(t, **e, {}).status().code(), StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace fp
