@@ -25,6 +25,7 @@
 // to bf16 on upload) instead of the random Llama-3-8B.
 // Usage: bench_e2e [--batches 1,16,64] [--ctx 4096] [--steps 64] [--full-steps 3] [--layers 32] [--variants]
 //                  [--modes off,sync-full,sync,async] [--model FILE.gguf] [--json PATH] [--md PATH] [--commit SHA]
+//                  [--warmup N] [--no-prefill] (the last two: few kernels for a profiler, e.g. ncu over one step)
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -268,6 +269,7 @@ int main(int argc, char** argv) {
   std::vector<int> batches{1, 16, 64};
   std::vector<std::string> modes{"off", "sync-full", "sync", "async"};
   int ctx = 4096, steps = 64, full_steps = 3, warmup = 4, layers = -1;
+  bool prefill_row = true;
   std::string json_path, md_path, commit = "unknown", model_path;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -276,6 +278,8 @@ int main(int argc, char** argv) {
     else if (a == "--modes") modes = ParseNames(next());
     else if (a == "--ctx") ctx = std::stoi(next());
     else if (a == "--steps") steps = std::stoi(next());
+    else if (a == "--warmup") warmup = std::stoi(next());
+    else if (a == "--no-prefill") prefill_row = false;
     else if (a == "--full-steps") full_steps = std::stoi(next());
     else if (a == "--layers") layers = std::stoi(next());
     else if (a == "--model") model_path = next();
@@ -337,7 +341,7 @@ int main(int argc, char** argv) {
   nlohmann::json rows = nlohmann::json::array();
   const double token_kv_bytes = double(L.token_bytes()) * 2 * L.num_layers;
 
-  {  // one real prefill of ctx tokens at B=1 (random token ids), prefill kernel
+  if (prefill_row) {  // one real prefill of ctx tokens at B=1 (random token ids), prefill kernel
     auto s = e.NewSequence(nullptr);
     std::vector<int32_t> toks(static_cast<size_t>(ctx));
     for (int i = 0; i < ctx; ++i) toks[size_t(i)] = (i * 7919 + 13) % cfg.vocab_size;

@@ -69,7 +69,12 @@ __global__ void __launch_bounds__(W * 32, MINB) SkinnyGemmKernel(const SkinnyArg
     }
   };
 
-  __shared__ float red[kWarps][MT][NR][32][4];  // per-warp partial sums, added in warp order
+  // Per-warp partial sums, added in warp order. Half the warps' worth of slots (two phases) when the full set
+  // would pass the 48 KiB static limit (8 warps x MT 4 x NR 4 = 64 KiB).
+  constexpr int kElems = MT * NR * 32 * 4;
+  constexpr int kSlots = kWarps * kElems * 4 > 48 * 1024 ? kWarps / 2 : kWarps;
+  constexpr int kPer = (kElems + kWarps * 32 - 1) / (kWarps * 32);  // elements summed per thread
+  __shared__ float red[kSlots][MT][NR][32][4];
   uint4 wv[U][NR];
   load_w(wv, 0);  // before the wait: weights are constant
   PdlWait();
@@ -115,23 +120,38 @@ __global__ void __launch_bounds__(W * 32, MINB) SkinnyGemmKernel(const SkinnyArg
         }
       }
     }
-#pragma unroll
-    for (int m = 0; m < MT; ++m) {
-#pragma unroll
-      for (int r = 0; r < NR; ++r) {
-#pragma unroll
-        for (int j = 0; j < 4; ++j) red[warp][m][r][lane][j] = acc[m][r][j];
-      }
-    }
-    __syncthreads();
-    // Sum the 4 warps in order, one (m, r, lane, j) element per thread step; then store.
-    constexpr int kElems = MT * NR * 32 * 4;
+    // Sum the warps in order w0 + w1 + ... (the same association in one phase or two), one (m, r, lane, j) element
+    // per thread step; then store.
     float* const sum = &red[0][0][0][0][0];
-    for (int e = static_cast<int>(threadIdx.x); e < kElems; e += kWarps * 32) {
-      float s = sum[e];
+    float part[kPer];
 #pragma unroll
-      for (int w = 1; w < kWarps; ++w) s += sum[w * kElems + e];
-      sum[e] = s;
+    for (int phase = 0; phase < kWarps / kSlots; ++phase) {
+      if (warp / kSlots == phase) {
+#pragma unroll
+        for (int m = 0; m < MT; ++m) {
+#pragma unroll
+          for (int r = 0; r < NR; ++r) {
+#pragma unroll
+            for (int j = 0; j < 4; ++j) red[warp % kSlots][m][r][lane][j] = acc[m][r][j];
+          }
+        }
+      }
+      __syncthreads();
+#pragma unroll
+      for (int i = 0; i < kPer; ++i) {
+        const int e = static_cast<int>(threadIdx.x) + i * kWarps * 32;
+        if (e >= kElems) continue;
+        float s = phase == 0 ? sum[e] : part[i] + sum[e];
+#pragma unroll
+        for (int w = 1; w < kSlots; ++w) s += sum[w * kElems + e];
+        part[i] = s;
+      }
+      __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) {
+      const int e = static_cast<int>(threadIdx.x) + i * kWarps * 32;
+      if (e < kElems) sum[e] = part[i];
     }
     __syncthreads();
     for (int e = static_cast<int>(threadIdx.x); e < kElems; e += kWarps * 32) {
