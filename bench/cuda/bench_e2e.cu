@@ -284,7 +284,7 @@ int main(int argc, char** argv) {
     else if (a == "--layers") layers = std::stoi(next());
     else if (a == "--model") model_path = next();
     else if (a == "--variants") {
-      for (const char* v : {"off/nopdl", "off/nogemv", "off/skinny", "off/det", "off/det+s256", "off/det+skinny"}) {
+      for (const char* v : {"off/nopdl", "off/nogemv", "off/skinny", "off/det", "off/det+skinny"}) {
         modes.emplace_back(v);
       }
     } else if (a == "--json") json_path = next();

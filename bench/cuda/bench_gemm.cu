@@ -62,7 +62,7 @@ std::vector<Variant> SweepFor(int n) {
             V<1, 2, 8, 4>(), V<1, 2, 8, 8, true, 0, false>(), V<1, 4, 8, 2>()};
   }
   if (n <= 32) return {V<2, 2, 4, 4, false>(), V<2, 2, 8, 4, true, 0, false>(), V<2, 4, 8, 2, true, 0, false>()};
-  return {V<4, 4, 4, 2, false>(), V<4, 2, 8, 2>(), V<4, 4, 8, 2, true, 0, false>(), V<4, 8, 8, 2, true, 0, false>()};
+  return {V<4, 4, 4, 2, false>(), V<4, 2, 8, 2>(), V<4, 4, 8, 2, true, 0, false>()};
 }
 
 }  // namespace

@@ -69,10 +69,15 @@ __global__ void __launch_bounds__(W * 32, MINB) SkinnyGemmKernel(const SkinnyArg
     }
   };
 
-  // Per-warp partial sums, added in warp order. Half the warps' worth of slots (two phases) when the full set
+  // Per-warp partial sums, added in warp order. Fewer slots than warps (the sum in phases) when the full set
   // would pass the 48 KiB static limit (8 warps x MT 4 x NR 4 = 64 KiB).
   constexpr int kElems = MT * NR * 32 * 4;
-  constexpr int kSlots = kWarps * kElems * 4 > 48 * 1024 ? kWarps / 2 : kWarps;
+  constexpr int kSlots = [] {
+    int slots = kWarps;
+    while (slots > 1 && slots * kElems * 4 > 48 * 1024) slots /= 2;
+    return slots;
+  }();
+  static_assert(kSlots * kElems * 4 <= 48 * 1024 && kWarps % kSlots == 0, "skinny gemm: tile too large");
   constexpr int kPer = (kElems + kWarps * 32 - 1) / (kWarps * 32);  // elements summed per thread
   __shared__ float red[kSlots][MT][NR][32][4];
   uint4 wv[U][NR];
