@@ -1,27 +1,25 @@
-// bench_gemm.cu — the decode GEMMs alone: the skinny tensor-core GEMM (engine default for n <= 64), the CUDA-core
-// GEMV and cuBLAS on the Llama-3-8B matrices (qkv, o, gate|up, down, LM head) at n = 1 .. 64 tokens, plus a sweep
-// of the skinny kernel's template parameters (rows/warp NR, warps/block W, segments in flight U) that picked the
-// engine's configuration. Rate = weight bytes / time against the d2d copy rate measured in the same run; the
-// weights rotate through 1 GiB so no launch finds its matrix in L2. Median of 15 event-timed launches after 3
-// warm-ups. Usage: bench_gemm [--json PATH] [--quick] [--ncu] (--ncu: one launch of the default kernel per n, for
-// profiling).
+// bench_gemm.cu — the decode GEMMs alone: the skinny tensor-core GEMM (engine default for n <= 64), the
+// CUDA-core GEMV and cuBLAS on the Llama-3-8B matrices (qkv, o, gate|up, down, LM head) at n = 1 .. 64
+// tokens, plus a sweep of the skinny kernel's template parameters (rows/warp NR, warps/block W, segments in
+// flight U) that picked the engine's configuration. Rate = weight bytes / time against the d2d copy rate
+// measured in the same run; the weights rotate through 1 GiB so no launch finds its matrix in L2. Median of
+// 15 event-timed launches after 3 warm-ups. Usage: bench_gemm [--json PATH] [--quick] [--ncu] (--ncu: one
+// launch of the default kernel per n, for profiling).
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
-
-#include <nlohmann/json.hpp>
 
 #include <cstdio>
 #include <ctime>
 #include <fstream>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "engine/cuda_engine_kernels.h"
 #include "engine/cuda_skinny_gemm.cuh"
-
-#include "bench_util.h"
 
 namespace {
 
@@ -51,17 +49,18 @@ Variant V() {
               (DB ? "" : " nodb"),
           [](const ce::SkinnyArgs& a, cudaStream_t st) {
             const dim3 grid((a.out + 8 * NR - 1) / (8 * NR));
-            CK(ce::LaunchKernel(false, ce::SkinnyGemmKernel<MT, NR, ce::Epilogue::kStore, W, U, C, MB, DB>, grid,
-                                dim3(W * 32), 0, st, a));
+            CK(ce::LaunchKernel(false, ce::SkinnyGemmKernel<MT, NR, ce::Epilogue::kStore, W, U, C, MB, DB>,
+                                grid, dim3(W * 32), 0, st, a));
           }};
 }
 
 std::vector<Variant> SweepFor(int n) {
   if (n <= 16) {
     return {V<1, 1, 4, 8, false>(), V<1, 1, 4, 8, true, 0, false>(), V<1, 1, 8, 8, true, 0, false>(),
-            V<1, 2, 8, 4>(), V<1, 2, 8, 8, true, 0, false>(), V<1, 4, 8, 2>()};
+            V<1, 2, 8, 4>(),        V<1, 2, 8, 8, true, 0, false>(), V<1, 4, 8, 2>()};
   }
-  if (n <= 32) return {V<2, 2, 4, 4, false>(), V<2, 2, 8, 4, true, 0, false>(), V<2, 4, 8, 2, true, 0, false>()};
+  if (n <= 32)
+    return {V<2, 2, 4, 4, false>(), V<2, 2, 8, 4, true, 0, false>(), V<2, 4, 8, 2, true, 0, false>()};
   return {V<4, 4, 4, 2, false>(), V<4, 2, 8, 2>(), V<4, 4, 8, 2, true, 0, false>()};
 }
 
@@ -72,9 +71,12 @@ int main(int argc, char** argv) {
   bool quick = false, ncu = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--json" && i + 1 < argc) json_path = argv[++i];
-    else if (a == "--quick") quick = true;
-    else if (a == "--ncu") ncu = true;
+    if (a == "--json" && i + 1 < argc)
+      json_path = argv[++i];
+    else if (a == "--quick")
+      quick = true;
+    else if (a == "--ncu")
+      ncu = true;
     else {
       std::fprintf(stderr, "usage: bench_gemm [--json PATH] [--quick] [--ncu]\n");
       return 2;
@@ -100,7 +102,8 @@ int main(int argc, char** argv) {
   const double copy_tbps = ncu ? 0 : fp::bench::CopyTbps(st);
   std::printf("device: %s, %d SMs | d2d copy %.2f TB/s\n", prop.name, prop.multiProcessorCount, copy_tbps);
 
-  if (ncu) {  // one launch each of the engine's kernel for o (n = 1, 16, 64): `ncu -k regex:Skinny bench_gemm --ncu`
+  if (ncu) {  // one launch each of the engine's kernel for o (n = 1, 16, 64): `ncu -k regex:Skinny bench_gemm
+              // --ncu`
     for (int n : {1, 16, 64}) OK(ce::LaunchSkinnyGemm(pool, 4096, 4096, x, n, y, 0.f, false, st));
     CK(cudaStreamSynchronize(st));
     return 0;
@@ -139,13 +142,20 @@ int main(int argc, char** argv) {
         const double gbs = bytes / (us * 1e-6) / 1e9;
         std::printf("%-8s %3d %-28s %9.1f %8.0f %6.1f%%\n", s.name, n, kernel.c_str(), us, gbs,
                     100 * gbs / (copy_tbps * 1e3));
-        rows.push_back({{"matrix", s.name}, {"n", n}, {"out", s.out}, {"in", s.in}, {"kernel", kernel},
-                        {"time_us", us}, {"gb_per_s", gbs}, {"ratio_to_copy", gbs / (copy_tbps * 1e3)}});
+        rows.push_back({{"matrix", s.name},
+                        {"n", n},
+                        {"out", s.out},
+                        {"in", s.in},
+                        {"kernel", kernel},
+                        {"time_us", us},
+                        {"gb_per_s", gbs},
+                        {"ratio_to_copy", gbs / (copy_tbps * 1e3)}});
       };
       report("cublas", time_us(s, [&](const bf16* w) {
                const float one = 1.f, zero = 0.f;
                cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, s.out, n, s.in, &one, w, CUDA_R_16BF, s.in, x,
-                            CUDA_R_16BF, s.in, &zero, y, CUDA_R_32F, s.out, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+                            CUDA_R_16BF, s.in, &zero, y, CUDA_R_32F, s.out, CUBLAS_COMPUTE_32F,
+                            CUBLAS_GEMM_DEFAULT);
              }));
       if (n <= ce::kGemvMaxRows) {  // (n = 2, 4: where the GEMV stops paying, for gemv_max_batch)
         report("gemv (engine)",
@@ -156,8 +166,9 @@ int main(int argc, char** argv) {
                  }));
         }
       }
-      report("skinny (engine)",
-             time_us(s, [&](const bf16* w) { OK(ce::LaunchSkinnyGemm(w, s.out, s.in, x, n, y, 0.f, false, st)); }));
+      report("skinny (engine)", time_us(s, [&](const bf16* w) {
+               OK(ce::LaunchSkinnyGemm(w, s.out, s.in, x, n, y, 0.f, false, st));
+             }));
       for (const Variant& v : n == 2 || n == 4 ? std::vector<Variant>{} : SweepFor(n)) {
         report(v.name, time_us(s, [&](const bf16* w) {
                  v.launch(ce::SkinnyArgs{w, x, y, nullptr, s.out, s.in, n, 0.f}, st);
@@ -172,11 +183,12 @@ int main(int argc, char** argv) {
     std::ofstream(json_path) << nlohmann::json{{"device", prop.name},
                                                {"date", date},
                                                {"floors", {{"copy_tbps", copy_tbps}}},
-                                               {"notes", "bench/cuda/bench_gemm.cu; Llama-3-8B matrices, bf16 "
-                                                         "weights rotated through 1 GiB, fp32 out; median of 15"},
+                                               {"notes",
+                                                "bench/cuda/bench_gemm.cu; Llama-3-8B matrices, bf16 "
+                                                "weights rotated through 1 GiB, fp32 out; median of 15"},
                                                {"rows", rows}}
-                                                .dump(2)
-                                         << "\n";
+                                    .dump(2)
+                             << "\n";
   }
   return 0;
 }

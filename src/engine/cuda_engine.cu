@@ -280,6 +280,9 @@ Status CudaLlama::Impl::EnqueueLayers(int n, const KvBatch& batch, AttentionPara
     FP_RETURN_IF_ERROR(ce::LaunchRmsNorm(x, L.ffn_norm, n, d, c.rms_eps, xn, stream, pdl()));
     if (UseSkinny(n) && ce::SkinnyGemmSupported(2 * ff, d, L.wgu, xn, n)) {
       FP_RETURN_IF_ERROR(ce::LaunchSkinnyGemmSwiGlu(L.wgu, ff, d, xn, n, h, pdl(), stream));
+    } else if (n == 1 && !opt.batch_invariant && n <= opt.gemv_max_batch && ff % 4 == 0 &&
+               ce::GemvSupported(2 * ff, d, L.wgu, xn, n)) {
+      FP_RETURN_IF_ERROR(ce::LaunchGemvSwiGluBf16(L.wgu, ff, d, xn, h, stream, pdl()));
     } else {
       FP_RETURN_IF_ERROR(Gemm(L.wgu, 2 * ff, d, xn, n, gu, 0.f));
       FP_RETURN_IF_ERROR(ce::LaunchSwiGlu(gu, n, ff, h, stream, pdl()));

@@ -3,7 +3,7 @@
 // check the launch; preconditions (token ids in range, slot rows in the pool) are the caller's, checked on
 // the host before upload. Activations: residual stream f32, GEMM inputs bf16, GEMM outputs f32. defines:
 // LaunchEmbed, LaunchRmsNorm, LaunchRopeWriteKv, GateUpRow, LaunchSwiGlu, LaunchArgmax, LaunchRandomBf16,
-//          LaunchFillF32, LaunchF32ToBf16, GemvSupported, LaunchGemvBf16 (cuda_gemv.cu),
+//          LaunchFillF32, LaunchF32ToBf16, GemvSupported, LaunchGemvBf16, LaunchGemvSwiGluBf16 (cuda_gemv.cu),
 //          SkinnyGemmSupported, LaunchSkinnyGemm, LaunchSkinnyGemmSwiGlu (cuda_skinny_gemm.cu)
 // `pdl`: launch with programmatic dependent launch (cuda_pdl.cuh; the caller checks the device is sm_90+).
 #pragma once
@@ -71,6 +71,11 @@ bool GemvSupported(int out, int in, const void* w, const void* x, int n);
 // depth: 16-byte loads in flight per lane and row (4, 8, 16; 0 = by `in`, the measured choice).
 Status LaunchGemvBf16(const __nv_bfloat16* w, int out, int in, const __nv_bfloat16* x, int n, float* y,
                       float beta, cudaStream_t stream, bool pdl = false, int depth = 0);
+
+// One token through a GateUpRow-interleaved gate|up matrix [2*ff, in] with SwiGLU in the epilogue:
+// h[ff] = bf16(silu(gate) * up), bit-identical to LaunchGemvBf16 (n = 1) + LaunchSwiGlu.
+Status LaunchGemvSwiGluBf16(const __nv_bfloat16* w_gate_up, int ff, int in, const __nv_bfloat16* x,
+                            __nv_bfloat16* h, cudaStream_t stream, bool pdl = false);
 
 // Batch-invariant tensor-core GEMM (cuda_skinny_gemm.cu): y[n, out] = x[n, in] . W[out, in]^T + beta * y (f32
 // out), any n >= 1 (fast for n <= 64), in % 32 == 0, W and x 16-byte aligned (SkinnyGemmSupported). Each token's

@@ -3,14 +3,15 @@
 // Why: a Llama decode step is ~300 kernels back to back; at B = 1 most run for a few microseconds, so the gap
 // between one kernel's last CTA and the next kernel's first load is a visible share of the step. With PDL the
 // next kernel is launched while the previous one drains: it does its independent prologue (a GEMM streams its
-// first weight bytes: weights never depend on the previous kernel) and then waits in PdlWait() until the previous
-// grid has completed and its writes are visible. Contract for every kernel launched with pdl = true:
-//   - it calls PdlWait() (every CTA, unconditionally) before it reads anything an earlier kernel wrote and before
+// first weight bytes: weights never depend on the previous kernel) and then waits in PdlWait() until the
+// previous grid has completed and its writes are visible. Contract for every kernel launched with pdl = true:
+//   - it calls PdlWait() (every CTA, unconditionally) before it reads anything an earlier kernel wrote and
+//   before
 //     it writes anything: its own completion must imply the previous kernel's, or a later kernel's wait would
 //     not cover the one before;
 //   - it calls PdlLaunchDependents() once its CTAs are resident (lets the next kernel's CTAs be scheduled).
-// Without PDL (pdl = false, or sm_80) both calls are no-ops and launches are ordinary stream-ordered launches.
-// defines: PdlWait, PdlLaunchDependents, LaunchKernel
+// Without PDL (pdl = false, or sm_80) both calls are no-ops and launches are ordinary stream-ordered
+// launches. defines: PdlWait, PdlLaunchDependents, LaunchKernel
 #pragma once
 
 #include <cuda_runtime.h>
@@ -31,11 +32,11 @@ __device__ __forceinline__ void PdlLaunchDependents() {
 #endif
 }
 
-// kernel<<<grid, block, smem, stream>>>(args...), with the PDL attribute when `pdl` (the caller checks the device
-// supports it: compute capability >= 9.0).
+// kernel<<<grid, block, smem, stream>>>(args...), with the PDL attribute when `pdl` (the caller checks the
+// device supports it: compute capability >= 9.0).
 template <typename... Params, typename... Args>
-cudaError_t LaunchKernel(bool pdl, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-                         Args&&... args) {
+cudaError_t LaunchKernel(bool pdl, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
+                         cudaStream_t stream, Args&&... args) {
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = grid;
   cfg.blockDim = block;

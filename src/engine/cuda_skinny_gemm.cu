@@ -3,21 +3,26 @@
 // or, with the SwiGLU epilogue, h[n, out / 2] = bf16(silu(gate) * up) from a gate|up matrix whose rows are
 // interleaved in tiles of 4 gate + 4 up rows (GateUpRow).
 //
-// Why: a decode step at B <= 64 is a stream of weight bytes; the GEMM must read W once at any n and keep enough
-// bytes in flight, and in deterministic mode every token's result must not depend on n or on the token's place
-// in the batch (docs/kernel-spec.md, "Skinny GEMM"). Design:
-//   - mma.sync m16n8k16 with tokens as M (16 per m-tile, zero rows past n) and output rows as N: one warp owns
-//     8 * NR output rows and MT m-tiles (NR, MT grow with n so x traffic through L1 stays below ~3x the W bytes).
-//   - W is read straight from global memory in 16-byte loads (ld.global.cs, streamed once): lane (g, q) loads 8
+// Why: a decode step at B <= 64 is a stream of weight bytes; the GEMM must read W once at any n and keep
+// enough bytes in flight, and in deterministic mode every token's result must not depend on n or on the
+// token's place in the batch (docs/kernel-spec.md, "Skinny GEMM"). Design:
+//   - mma.sync m16n8k16 with tokens as M (16 per m-tile, zero rows past n) and output rows as N: one warp
+//   owns
+//     8 * NR output rows and MT m-tiles (NR, MT grow with n so x traffic through L1 stays below ~3x the W
+//     bytes).
+//   - W is read straight from global memory in 16-byte loads (ld.global.cs, streamed once): lane (g, q) loads
+//   8
 //     consecutive k of row g. The mma's k order is permuted (logical k 2q,2q+1 | 2q+8,2q+9 <- physical
-//     8q+0,1 | 8q+2,3 for the first mma, 8q+4..7 for the second), the same permutation on x, so one 16-byte load
-//     is the B fragment of two mmas and no shuffles or shared memory are needed.
-//   - K is cut into 32-element segments; the block's 8 warps own contiguous eighths of them (so a warp's loads
+//     8q+0,1 | 8q+2,3 for the first mma, 8q+4..7 for the second), the same permutation on x, so one 16-byte
+//     load is the B fragment of two mmas and no shuffles or shared memory are needed.
+//   - K is cut into 32-element segments; the block's 8 warps own contiguous eighths of them (so a warp's
+//   loads
 //     in flight are one contiguous run per row), each accumulating in a fixed order; the 8 partial sums are
-//     added in shared memory in warp order. Nothing in this order depends on n, MT, NR or the grid, and an mma output
-//     element depends only on its own A row and B column, so the result per token is bit-identical for any
-//     batch (test SkinnyGemm.BatchInvariant).
-//   - PDL: the first weight segments are loaded before PdlWait() (weights never depend on the previous kernel).
+//     added in shared memory in warp order. Nothing in this order depends on n, MT, NR or the grid, and an
+//     mma output element depends only on its own A row and B column, so the result per token is bit-identical
+//     for any batch (test SkinnyGemm.BatchInvariant).
+//   - PDL: the first weight segments are loaded before PdlWait() (weights never depend on the previous
+//   kernel).
 // n > 64 runs in passes of 64 tokens inside one launch (W re-read from L2 per pass; deterministic prefill).
 // defines: LaunchSkinnyGemm, SkinnyGemmSupported (declared in cuda_engine_kernels.h)
 #include <cuda_bf16.h>
@@ -33,10 +38,10 @@
 namespace fp::cuda_engine {
 namespace {
 
-// Warps per block and the contiguous K split: fixed for every n and shape, since they fix the summation order.
-// Everything else (rows and m-tiles per warp, loads in flight, double buffering) only schedules the same
-// arithmetic and is picked per n from bench_gemm's sweep (H200: W8 contiguous beat W4 and the interleaved split
-// at n >= 16 and matched them at n = 1).
+// Warps per block and the contiguous K split: fixed for every n and shape, since they fix the summation
+// order. Everything else (rows and m-tiles per warp, loads in flight, double buffering) only schedules the
+// same arithmetic and is picked per n from bench_gemm's sweep (H200: W8 contiguous beat W4 and the
+// interleaved split at n >= 16 and matched them at n = 1).
 constexpr int kWarps = 8;
 
 template <int MT, int NR, int U, bool DB, Epilogue E>
@@ -62,11 +67,12 @@ bool SkinnyGemmSupported(int out, int in, const void* w, const void* x, int n) {
          (reinterpret_cast<uintptr_t>(x) & 15u) == 0;
 }
 
-Status LaunchSkinnyGemm(const __nv_bfloat16* w, int out, int in, const __nv_bfloat16* x, int n, float* y, float beta,
-                        bool pdl, cudaStream_t stream) {
+Status LaunchSkinnyGemm(const __nv_bfloat16* w, int out, int in, const __nv_bfloat16* x, int n, float* y,
+                        float beta, bool pdl, cudaStream_t stream) {
   if (!SkinnyGemmSupported(out, in, w, x, n) || y == nullptr) {
-    return InvalidArgument("skinny gemm: unsupported shape (n " + std::to_string(n) + ", in " + std::to_string(in) +
-                           ", out " + std::to_string(out) + ": in must be a multiple of 32) or unaligned operands");
+    return InvalidArgument("skinny gemm: unsupported shape (n " + std::to_string(n) + ", in " +
+                           std::to_string(in) + ", out " + std::to_string(out) +
+                           ": in must be a multiple of 32) or unaligned operands");
   }
   return Dispatch<Epilogue::kStore>(SkinnyArgs{w, x, y, nullptr, out, in, n, beta}, pdl, stream);
 }

@@ -14,8 +14,8 @@ namespace fp::cuda_engine {
 constexpr int kSegK = 32;        // k elements per segment: one 16-byte load per lane and two mmas
 constexpr int kPassTokens = 64;  // tokens per pass (MT <= 4 m-tiles)
 
-__device__ __forceinline__ void Mma(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
-                                    uint32_t b1) {
+__device__ __forceinline__ void Mma(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                    uint32_t b0, uint32_t b1) {
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
       "{%0,%1,%2,%3};\n"
@@ -35,12 +35,12 @@ struct SkinnyArgs {
 enum class Epilogue { kStore, kSwiGlu };
 
 // MT m-tiles (16 tokens each) and NR row tiles (8 rows each) per warp; W warps per block splitting K (a
-// deployment constant: it fixes the summation order); U segments whose W loads are in flight per lane before the
-// first is used. CONTIG: warp w owns the contiguous K range of segments [w * nseg / W, (w + 1) * nseg / W), so its
-// U in-flight loads are U * 64 contiguous bytes of each row (DRAM page locality); else segments w, w + W, ...
-// MINB: minimum blocks per SM for __launch_bounds__ (0 = none): caps registers to raise occupancy.
-// DB: double-buffer the W registers (the next U segments load while this U is used) or not (half the registers:
-// more resident warps carry the loads in flight instead).
+// deployment constant: it fixes the summation order); U segments whose W loads are in flight per lane before
+// the first is used. CONTIG: warp w owns the contiguous K range of segments [w * nseg / W, (w + 1) * nseg /
+// W), so its U in-flight loads are U * 64 contiguous bytes of each row (DRAM page locality); else segments w,
+// w + W, ... MINB: minimum blocks per SM for __launch_bounds__ (0 = none): caps registers to raise occupancy.
+// DB: double-buffer the W registers (the next U segments load while this U is used) or not (half the
+// registers: more resident warps carry the loads in flight instead).
 template <int MT, int NR, Epilogue E, int W, int U, bool CONTIG = true, int MINB = 0, bool DB = true>
 __global__ void __launch_bounds__(W * 32, MINB) SkinnyGemmKernel(const SkinnyArgs a) {
   constexpr int kWarps = W;
@@ -49,8 +49,8 @@ __global__ void __launch_bounds__(W * 32, MINB) SkinnyGemmKernel(const SkinnyArg
   const int row_base = static_cast<int>(blockIdx.x) * 8 * NR;
   const int nseg = a.in / kSegK;
   const int seg_lo = CONTIG ? warp * nseg / kWarps : warp;
-  const int my_segs = CONTIG ? (warp + 1) * nseg / kWarps - seg_lo
-                             : (nseg > warp ? (nseg - warp + kWarps - 1) / kWarps : 0);
+  const int my_segs =
+      CONTIG ? (warp + 1) * nseg / kWarps - seg_lo : (nseg > warp ? (nseg - warp + kWarps - 1) / kWarps : 0);
   // The i-th segment of this warp.
   auto seg = [&](int i) { return CONTIG ? seg_lo + i : warp + i * kWarps; };
 
@@ -60,12 +60,13 @@ __global__ void __launch_bounds__(W * 32, MINB) SkinnyGemmKernel(const SkinnyArg
     const int row = min(row_base + r * 8 + g, a.out - 1);  // rows past `out` load a real row, never stored
     wrow[r] = reinterpret_cast<const uint4*>(a.w + int64_t{row} * a.in) + q;
   }
-  auto load_w = [&](uint4 (&wv)[U][NR], int it0) {
+  auto load_w = [&](uint4(&wv)[U][NR], int it0) {
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int s = seg(it0 + u);
 #pragma unroll
-      for (int r = 0; r < NR; ++r) wv[u][r] = it0 + u < my_segs ? __ldcs(wrow[r] + s * (kSegK / 8)) : make_uint4(0, 0, 0, 0);
+      for (int r = 0; r < NR; ++r)
+        wv[u][r] = it0 + u < my_segs ? __ldcs(wrow[r] + s * (kSegK / 8)) : make_uint4(0, 0, 0, 0);
     }
   };
 
@@ -104,8 +105,10 @@ __global__ void __launch_bounds__(W * 32, MINB) SkinnyGemmKernel(const SkinnyArg
         for (int m = 0; m < MT; ++m) {
           const int t0 = pass0 + m * 16 + g, t1 = t0 + 8;
           const uint4 z = make_uint4(0, 0, 0, 0);
-          const uint4 xlo = t0 < a.n ? __ldg(reinterpret_cast<const uint4*>(a.x + int64_t{t0} * a.in + k)) : z;
-          const uint4 xhi = t1 < a.n ? __ldg(reinterpret_cast<const uint4*>(a.x + int64_t{t1} * a.in + k)) : z;
+          const uint4 xlo =
+              t0 < a.n ? __ldg(reinterpret_cast<const uint4*>(a.x + int64_t{t0} * a.in + k)) : z;
+          const uint4 xhi =
+              t1 < a.n ? __ldg(reinterpret_cast<const uint4*>(a.x + int64_t{t1} * a.in + k)) : z;
 #pragma unroll
           for (int r = 0; r < NR; ++r) {
             Mma(acc[m][r], xlo.x, xhi.x, xlo.y, xhi.y, wv[u][r].x, wv[u][r].y);
@@ -125,8 +128,8 @@ __global__ void __launch_bounds__(W * 32, MINB) SkinnyGemmKernel(const SkinnyArg
         }
       }
     }
-    // Sum the warps in order w0 + w1 + ... (the same association in one phase or two), one (m, r, lane, j) element
-    // per thread step; then store.
+    // Sum the warps in order w0 + w1 + ... (the same association in one phase or two), one (m, r, lane, j)
+    // element per thread step; then store.
     float* const sum = &red[0][0][0][0][0];
     float part[kPer];
 #pragma unroll
@@ -169,7 +172,8 @@ __global__ void __launch_bounds__(W * 32, MINB) SkinnyGemmKernel(const SkinnyArg
         float* dst = a.y + int64_t{t} * a.out + row;
         *dst = a.beta == 0.f ? sum[e] : sum[e] + a.beta * *dst;
       } else {
-        // Tile rows 0..3 are gates, 4..7 the ups of the same ff indices: lane eq < 2 holds a gate, eq + 2 its up.
+        // Tile rows 0..3 are gates, 4..7 the ups of the same ff indices: lane eq < 2 holds a gate, eq + 2 its
+        // up.
         if (eq >= 2) continue;
         const float gate = sum[e], up = sum[e + 2 * 4];  // lane + 2: 8 floats further
         const int f = (row_base + r * 8) / 2 + 2 * eq + (j & 1);

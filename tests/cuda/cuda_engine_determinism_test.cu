@@ -1,11 +1,12 @@
-// cuda_engine_determinism_test.cu — CudaLlama's batch_invariant mode (issue #7): for the same token sequence, the
-// KV bytes, the page digests the commitments are built from, and the logits must be bit-identical
-//   - when its KV is built by one prefill pass, by chunked prefill (several chunk sizes) or token by token, and
+// cuda_engine_determinism_test.cu — CudaLlama's batch_invariant mode (issue #7): for the same token sequence,
+// the KV bytes, the page digests the commitments are built from, and the logits must be bit-identical
+//   - when its KV is built by one prefill pass, by chunked prefill (several chunk sizes) or token by token,
+//   and
 //   - when it decodes alone or inside batches of 1 .. 15 other random sequences at a random batch position.
-// Both batch-invariant GEMM choices (cuBLAS on 64-row blocks, the skinny GEMM). Random weights drawn on the device
-// from one seed (identical in every engine), an anchor with a non-zero gamma, GQA group 3, prompt lengths that end
-// mid-page. A control run without batch_invariant shows the comparison can
-// fail (its chunked prefill differs from its decode). Every test skips without a CUDA device.
+// Both batch-invariant GEMM choices (cuBLAS on 64-row blocks, the skinny GEMM). Random weights drawn on the
+// device from one seed (identical in every engine), an anchor with a non-zero gamma, GQA group 3, prompt
+// lengths that end mid-page. A control run without batch_invariant shows the comparison can fail (its chunked
+// prefill differs from its decode). Every test skips without a CUDA device.
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
@@ -17,9 +18,9 @@
 #include <span>
 #include <vector>
 
+#include "cuda_test_util.h"
 #include "fieldprint/cuda_engine.h"
 #include "fieldprint/page_digest.h"
-#include "cuda_test_util.h"
 
 namespace fp {
 namespace {
@@ -105,8 +106,8 @@ bool SameBits(std::span<const float> a, std::span<const float> b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
-// Builds the anchor and a sequence holding prompt[0 .. n-1] by `method`, then decodes `next`; returns the logits
-// of the last prompt token (from the build) and of the decode step, and the KV after it.
+// Builds the anchor and a sequence holding prompt[0 .. n-1] by `method`, then decodes `next`; returns the
+// logits of the last prompt token (from the build) and of the decode step, and the KV after it.
 enum class Build { kOnePrefill, kChunked, kTokenByToken };
 struct BuildResult {
   std::vector<float> last_prompt_logits, decode_logits;
@@ -145,35 +146,36 @@ TEST(CudaDeterminism, KvAndLogitsIndependentOfHowKvWasBuilt) {
   std::mt19937 rng(5);
   const auto anchor = Tokens(rng, 19);
   for (Gemm gemm : kGemms)
-  for (int n : {45, 70}) {  // prompts ending mid-page; 70 > the 64-token split and the 64-row GEMM block
-    const auto prompt = Tokens(rng, n);
-    const int32_t next = Tokens(rng, 1)[0];
-    auto one = MakeEngine(128, 4, true, gemm);
-    ASSERT_TRUE(one);
-    const BuildResult ref = BuildAndDecode(*one, Build::kOnePrefill, anchor, prompt, next);
-    struct Variant {
-      const char* name;
-      int chunk;
-      Build method;
-    };
-    for (const Variant& v : {Variant{"chunks of 8", 8, Build::kChunked}, Variant{"chunks of 13", 13, Build::kChunked},
-                             Variant{"token by token", 128, Build::kTokenByToken}}) {
-      auto e = MakeEngine(v.chunk, 4, true, gemm);
-      ASSERT_TRUE(e);
-      const BuildResult got = BuildAndDecode(*e, v.method, anchor, prompt, next);
-      SCOPED_TRACE(Name(gemm));
-      EXPECT_TRUE(got.kv.bytes == ref.kv.bytes) << v.name << ", prompt " << n << ": KV bytes differ";
-      EXPECT_TRUE(got.kv.pages == ref.kv.pages) << v.name << ", prompt " << n << ": page digests differ";
-      EXPECT_TRUE(SameBits(got.last_prompt_logits, ref.last_prompt_logits))
-          << v.name << ", prompt " << n << ": logits of the last prompt token differ";
-      EXPECT_TRUE(SameBits(got.decode_logits, ref.decode_logits))
-          << v.name << ", prompt " << n << ": decode logits differ";
+    for (int n : {45, 70}) {  // prompts ending mid-page; 70 > the 64-token split and the 64-row GEMM block
+      const auto prompt = Tokens(rng, n);
+      const int32_t next = Tokens(rng, 1)[0];
+      auto one = MakeEngine(128, 4, true, gemm);
+      ASSERT_TRUE(one);
+      const BuildResult ref = BuildAndDecode(*one, Build::kOnePrefill, anchor, prompt, next);
+      struct Variant {
+        const char* name;
+        int chunk;
+        Build method;
+      };
+      for (const Variant& v :
+           {Variant{"chunks of 8", 8, Build::kChunked}, Variant{"chunks of 13", 13, Build::kChunked},
+            Variant{"token by token", 128, Build::kTokenByToken}}) {
+        auto e = MakeEngine(v.chunk, 4, true, gemm);
+        ASSERT_TRUE(e);
+        const BuildResult got = BuildAndDecode(*e, v.method, anchor, prompt, next);
+        SCOPED_TRACE(Name(gemm));
+        EXPECT_TRUE(got.kv.bytes == ref.kv.bytes) << v.name << ", prompt " << n << ": KV bytes differ";
+        EXPECT_TRUE(got.kv.pages == ref.kv.pages) << v.name << ", prompt " << n << ": page digests differ";
+        EXPECT_TRUE(SameBits(got.last_prompt_logits, ref.last_prompt_logits))
+            << v.name << ", prompt " << n << ": logits of the last prompt token differ";
+        EXPECT_TRUE(SameBits(got.decode_logits, ref.decode_logits))
+            << v.name << ", prompt " << n << ": decode logits differ";
+      }
     }
-  }
 }
 
-// The control: without batch_invariant the prefill kernel and cuBLAS make chunked prefill differ from decode, so
-// the comparisons above are able to fail.
+// The control: without batch_invariant the prefill kernel and cuBLAS make chunked prefill differ from decode,
+// so the comparisons above are able to fail.
 TEST(CudaDeterminism, DefaultModeIsNotBuildInvariant) {
   SKIP_WITHOUT_GPU();
   std::mt19937 rng(6);
@@ -192,59 +194,60 @@ TEST(CudaDeterminism, DefaultModeIsNotBuildInvariant) {
 TEST(CudaDeterminism, LogitsIndependentOfBatch) {
   SKIP_WITHOUT_GPU();
   for (Gemm gemm : kGemms) {
-  SCOPED_TRACE(Name(gemm));
-  std::mt19937 rng(8);
-  const auto anchor = Tokens(rng, 23);
-  const auto prompt = Tokens(rng, 37);
-  const auto steps = Tokens(rng, 4);
-  // Alone.
-  std::vector<std::vector<float>> alone;
-  SeqKv alone_kv;
-  {
-    auto e = MakeEngine(64, 16, true, gemm);
-    ASSERT_TRUE(e);
-    auto an = e->BuildAnchor(anchor);
-    ASSERT_TRUE(an.ok());
-    auto s = e->NewSequence(*an);
-    ASSERT_TRUE(s.ok());
-    std::vector<float> l;
-    ASSERT_TRUE(e->Forward(*s, prompt, 1, &l).ok());
-    for (int32_t t : steps) {
-      const SeqId id = *s;
-      ASSERT_TRUE(e->DecodeLogits(std::span(&id, 1), std::span(&t, 1), &l).ok());
-      alone.push_back(l);
-    }
-    alone_kv = ReadSeqKv(*e, *s);
-  }
-  const size_t V = static_cast<size_t>(DetConfig().vocab_size);
-  for (int batch : {2, 5, 16}) {
-    auto e = MakeEngine(64, 16, true, gemm);
-    ASSERT_TRUE(e);
-    auto an = e->BuildAnchor(anchor);
-    ASSERT_TRUE(an.ok());
-    std::vector<SeqId> seqs;
-    const int pos = std::uniform_int_distribution<int>(0, batch - 1)(rng);  // where our sequence sits
-    SeqId ours = -1;
-    std::vector<float> l;
-    for (int i = 0; i < batch; ++i) {
+    SCOPED_TRACE(Name(gemm));
+    std::mt19937 rng(8);
+    const auto anchor = Tokens(rng, 23);
+    const auto prompt = Tokens(rng, 37);
+    const auto steps = Tokens(rng, 4);
+    // Alone.
+    std::vector<std::vector<float>> alone;
+    SeqKv alone_kv;
+    {
+      auto e = MakeEngine(64, 16, true, gemm);
+      ASSERT_TRUE(e);
+      auto an = e->BuildAnchor(anchor);
+      ASSERT_TRUE(an.ok());
       auto s = e->NewSequence(*an);
       ASSERT_TRUE(s.ok());
-      const auto p = i == pos ? prompt : Tokens(rng, std::uniform_int_distribution<int>(1, 90)(rng));
-      ASSERT_TRUE(e->Forward(*s, p, 1, &l).ok());
-      seqs.push_back(*s);
-      if (i == pos) ours = *s;
+      std::vector<float> l;
+      ASSERT_TRUE(e->Forward(*s, prompt, 1, &l).ok());
+      for (int32_t t : steps) {
+        const SeqId id = *s;
+        ASSERT_TRUE(e->DecodeLogits(std::span(&id, 1), std::span(&t, 1), &l).ok());
+        alone.push_back(l);
+      }
+      alone_kv = ReadSeqKv(*e, *s);
     }
-    for (size_t k = 0; k < steps.size(); ++k) {
-      auto toks = Tokens(rng, batch);
-      toks[static_cast<size_t>(pos)] = steps[k];
-      ASSERT_TRUE(e->DecodeLogits(seqs, toks, &l).ok());
-      EXPECT_TRUE(SameBits(std::span(l).subspan(static_cast<size_t>(pos) * V, V), alone[k]))
-          << "step " << k << ": logits at batch position " << pos << " of " << batch << " differ from alone";
+    const size_t V = static_cast<size_t>(DetConfig().vocab_size);
+    for (int batch : {2, 5, 16}) {
+      auto e = MakeEngine(64, 16, true, gemm);
+      ASSERT_TRUE(e);
+      auto an = e->BuildAnchor(anchor);
+      ASSERT_TRUE(an.ok());
+      std::vector<SeqId> seqs;
+      const int pos = std::uniform_int_distribution<int>(0, batch - 1)(rng);  // where our sequence sits
+      SeqId ours = -1;
+      std::vector<float> l;
+      for (int i = 0; i < batch; ++i) {
+        auto s = e->NewSequence(*an);
+        ASSERT_TRUE(s.ok());
+        const auto p = i == pos ? prompt : Tokens(rng, std::uniform_int_distribution<int>(1, 90)(rng));
+        ASSERT_TRUE(e->Forward(*s, p, 1, &l).ok());
+        seqs.push_back(*s);
+        if (i == pos) ours = *s;
+      }
+      for (size_t k = 0; k < steps.size(); ++k) {
+        auto toks = Tokens(rng, batch);
+        toks[static_cast<size_t>(pos)] = steps[k];
+        ASSERT_TRUE(e->DecodeLogits(seqs, toks, &l).ok());
+        EXPECT_TRUE(SameBits(std::span(l).subspan(static_cast<size_t>(pos) * V, V), alone[k]))
+            << "step " << k << ": logits at batch position " << pos << " of " << batch
+            << " differ from alone";
+      }
+      const SeqKv kv = ReadSeqKv(*e, ours);
+      EXPECT_TRUE(kv.bytes == alone_kv.bytes) << "batch " << batch << ": KV bytes differ from alone";
+      EXPECT_TRUE(kv.pages == alone_kv.pages) << "batch " << batch << ": page digests differ from alone";
     }
-    const SeqKv kv = ReadSeqKv(*e, ours);
-    EXPECT_TRUE(kv.bytes == alone_kv.bytes) << "batch " << batch << ": KV bytes differ from alone";
-    EXPECT_TRUE(kv.pages == alone_kv.pages) << "batch " << batch << ": page digests differ from alone";
-  }
   }
 }
 

@@ -1,8 +1,8 @@
-// skinny_gemm_test.cu — the engine's GEMM kernels (skinny tensor-core GEMM, CUDA-core GEMV) against an fp64 oracle,
-// and the skinny GEMM's batch invariance: a token's output row must be bit-identical whatever the batch size and
-// wherever the token sits in it (the property batch_invariant mode is built on). Fresh random bf16 operands,
-// NaN-poisoned outputs, odd shapes (out not a multiple of the row tile, n across the m-tile and pass
-// boundaries). Every test skips without a CUDA device.
+// skinny_gemm_test.cu — the engine's GEMM kernels (skinny tensor-core GEMM, CUDA-core GEMV) against an fp64
+// oracle, and the skinny GEMM's batch invariance: a token's output row must be bit-identical whatever the
+// batch size and wherever the token sits in it (the property batch_invariant mode is built on). Fresh random
+// bf16 operands, NaN-poisoned outputs, odd shapes (out not a multiple of the row tile, n across the m-tile
+// and pass boundaries). Every test skips without a CUDA device.
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
@@ -13,11 +13,12 @@
 #include <cstring>
 #include <numeric>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "core/cuda_check.h"
-#include "engine/cuda_engine_kernels.h"
 #include "cuda_test_util.h"
+#include "engine/cuda_engine_kernels.h"
 
 namespace fp {
 namespace {
@@ -78,7 +79,8 @@ void CheckAgainstOracle(Kernel kind, const Problem& p, float beta, uint32_t seed
   std::mt19937 rng(seed);
   const auto w = RandomBf16(rng, static_cast<size_t>(p.out) * p.in, 1.f);
   const auto x = RandomBf16(rng, static_cast<size_t>(p.n) * p.in, 1.f);
-  std::vector<float> y0(static_cast<size_t>(p.n) * p.out, std::nanf(""));  // poison: beta = 0 must not read it
+  std::vector<float> y0(static_cast<size_t>(p.n) * p.out,
+                        std::nanf(""));  // poison: beta = 0 must not read it
   if (beta != 0.f) {
     std::uniform_real_distribution<float> u(-4.f, 4.f);
     for (auto& v : y0) v = u(rng);
@@ -86,8 +88,9 @@ void CheckAgainstOracle(Kernel kind, const Problem& p, float beta, uint32_t seed
   bf16* dw = Dev(w);
   bf16* dx = Dev(x);
   float* dy = Dev(y0);
-  const Status st = kind == Kernel::kSkinny ? ce::LaunchSkinnyGemm(dw, p.out, p.in, dx, p.n, dy, beta, false, nullptr)
-                                            : ce::LaunchGemvBf16(dw, p.out, p.in, dx, p.n, dy, beta, nullptr);
+  const Status st = kind == Kernel::kSkinny
+                        ? ce::LaunchSkinnyGemm(dw, p.out, p.in, dx, p.n, dy, beta, false, nullptr)
+                        : ce::LaunchGemvBf16(dw, p.out, p.in, dx, p.n, dy, beta, nullptr);
   ASSERT_TRUE(st.ok()) << st.ToString();
   CUDA_CHECK(cudaDeviceSynchronize());
   const auto got = Host(dy, y0.size());
@@ -109,7 +112,7 @@ void CheckAgainstOracle(Kernel kind, const Problem& p, float beta, uint32_t seed
 
 TEST(SkinnyGemm, MatchesFp64Oracle) {
   SKIP_WITHOUT_GPU();
-  const Problem shapes[] = {{8, 32, 1},    {13, 64, 1},   {100, 96, 3},  {64, 576, 16}, {37, 576, 17},
+  const Problem shapes[] = {{8, 32, 1},      {13, 64, 1},    {100, 96, 3},  {64, 576, 16},  {37, 576, 17},
                             {200, 1536, 33}, {256, 256, 64}, {72, 160, 65}, {40, 128, 130}, {4096, 4096, 1}};
   uint32_t seed = 1;
   for (const Problem& p : shapes) {
@@ -120,7 +123,8 @@ TEST(SkinnyGemm, MatchesFp64Oracle) {
 
 TEST(Gemv, MatchesFp64Oracle) {
   SKIP_WITHOUT_GPU();
-  const Problem shapes[] = {{8, 32, 1}, {13, 64, 2}, {100, 96, 3}, {64, 576, 5}, {37, 576, 8}, {4096, 4096, 1}};
+  const Problem shapes[] = {{8, 32, 1},   {13, 64, 2},  {100, 96, 3},
+                            {64, 576, 5}, {37, 576, 8}, {4096, 4096, 1}};
   uint32_t seed = 100;
   for (const Problem& p : shapes) {
     CheckAgainstOracle(Kernel::kGemv, p, 0.f, seed++);
@@ -206,7 +210,8 @@ TEST(SkinnyGemm, SwiGluEpilogueMatchesSeparateKernel) {
       const float g = gu[t * 2 * ff + static_cast<size_t>(ce::GateUpRow(static_cast<int64_t>(f), false))];
       const float u = gu[t * 2 * ff + static_cast<size_t>(ce::GateUpRow(static_cast<int64_t>(f), true))];
       const float want = g / (1.f + std::exp(-g)) * u;
-      EXPECT_NEAR(__bfloat162float(h2[i]), want, 1e-2f * std::fabs(want) + 1e-3f) << "n " << n << " element " << i;
+      EXPECT_NEAR(__bfloat162float(h2[i]), want, 1e-2f * std::fabs(want) + 1e-3f)
+          << "n " << n << " element " << i;
     }
     cudaFree(dx);
     cudaFree(dgu);
@@ -216,18 +221,52 @@ TEST(SkinnyGemm, SwiGluEpilogueMatchesSeparateKernel) {
   cudaFree(dw);
 }
 
+// The GEMV's SwiGLU epilogue (one token) equals GEMV + the SwiGLU kernel bit for bit.
+TEST(Gemv, SwiGluEpilogueMatchesSeparateKernel) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(10);
+  for (const auto [ff, in] : {std::pair{84, 320}, std::pair{1536, 576}}) {
+    const auto w = RandomBf16(rng, static_cast<size_t>(2 * ff) * in, 0.5f);
+    const auto x = RandomBf16(rng, static_cast<size_t>(in), 1.f);
+    bf16* dw = Dev(w);
+    bf16* dx = Dev(x);
+    float* dgu = Dev(std::vector<float>(static_cast<size_t>(2 * ff), std::nanf("")));
+    const bf16 poison = __float2bfloat16(std::nanf(""));
+    bf16* dh1 = Dev(std::vector<bf16>(static_cast<size_t>(ff), poison));
+    bf16* dh2 = Dev(std::vector<bf16>(static_cast<size_t>(ff), poison));
+    ASSERT_TRUE(ce::LaunchGemvBf16(dw, 2 * ff, in, dx, 1, dgu, 0.f, nullptr).ok());
+    ASSERT_TRUE(ce::LaunchSwiGlu(dgu, 1, ff, dh1, nullptr).ok());
+    ASSERT_TRUE(ce::LaunchGemvSwiGluBf16(dw, ff, in, dx, dh2, nullptr).ok());
+    const auto h1 = Host(dh1, static_cast<size_t>(ff));
+    const auto h2 = Host(dh2, static_cast<size_t>(ff));
+    for (int i = 0; i < ff; ++i) {
+      ASSERT_FALSE(std::isnan(__bfloat162float(h2[static_cast<size_t>(i)])))
+          << "ff " << ff << " element " << i;
+      ASSERT_EQ(0, std::memcmp(&h1[static_cast<size_t>(i)], &h2[static_cast<size_t>(i)], sizeof(bf16)))
+          << "ff " << ff << " element " << i;
+    }
+    EXPECT_FALSE(ce::LaunchGemvSwiGluBf16(dw, 30, in, dx, dh2, nullptr).ok());  // ff % 4
+    EXPECT_FALSE(ce::LaunchGemvSwiGluBf16(dw, ff, in, dx, nullptr, nullptr).ok());
+    for (void* p : {static_cast<void*>(dw), static_cast<void*>(dx), static_cast<void*>(dgu),
+                    static_cast<void*>(dh1), static_cast<void*>(dh2)}) {
+      cudaFree(p);
+    }
+  }
+}
+
 TEST(SkinnyGemm, RejectsBadShapes) {
   SKIP_WITHOUT_GPU();
   std::vector<bf16> w(64 * 64), x(64 * 2);
   bf16* dw = Dev(w);
   bf16* dx = Dev(x);
   float* dy = Dev(std::vector<float>(128));
-  EXPECT_FALSE(ce::LaunchSkinnyGemm(dw, 64, 48, dx, 1, dy, 0.f, false, nullptr).ok());      // in % 32
-  EXPECT_FALSE(ce::LaunchSkinnyGemm(dw, 64, 64, dx, 0, dy, 0.f, false, nullptr).ok());      // n = 0
-  EXPECT_FALSE(ce::LaunchSkinnyGemm(dw, 0, 64, dx, 1, dy, 0.f, false, nullptr).ok());       // out = 0
-  EXPECT_FALSE(ce::LaunchSkinnyGemm(dw + 1, 64, 64, dx, 1, dy, 0.f, false, nullptr).ok());  // unaligned W
-  EXPECT_FALSE(ce::LaunchSkinnyGemm(dw, 64, 64, dx, 1, nullptr, 0.f, false, nullptr).ok()); // no output
-  EXPECT_FALSE(ce::LaunchSkinnyGemmSwiGlu(dw, 30, 64, dx, 1, reinterpret_cast<bf16*>(dy), false, nullptr).ok());
+  EXPECT_FALSE(ce::LaunchSkinnyGemm(dw, 64, 48, dx, 1, dy, 0.f, false, nullptr).ok());       // in % 32
+  EXPECT_FALSE(ce::LaunchSkinnyGemm(dw, 64, 64, dx, 0, dy, 0.f, false, nullptr).ok());       // n = 0
+  EXPECT_FALSE(ce::LaunchSkinnyGemm(dw, 0, 64, dx, 1, dy, 0.f, false, nullptr).ok());        // out = 0
+  EXPECT_FALSE(ce::LaunchSkinnyGemm(dw + 1, 64, 64, dx, 1, dy, 0.f, false, nullptr).ok());   // unaligned W
+  EXPECT_FALSE(ce::LaunchSkinnyGemm(dw, 64, 64, dx, 1, nullptr, 0.f, false, nullptr).ok());  // no output
+  EXPECT_FALSE(
+      ce::LaunchSkinnyGemmSwiGlu(dw, 30, 64, dx, 1, reinterpret_cast<bf16*>(dy), false, nullptr).ok());
   cudaFree(dw);
   cudaFree(dx);
   cudaFree(dy);
