@@ -5,9 +5,6 @@
 // block), a generated token changed; each malformed "fingerprints" object is an InvalidArgument naming it. Also the
 // device routing: an exact replay on the wrong device is Unimplemented, a CUDA transcript on the CPU only tolerant.
 #include <gtest/gtest.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -15,6 +12,7 @@
 #include <vector>
 
 #include "engine_test_util.h"
+#include "transcript_test_util.h"
 #include "fieldprint/engine.h"
 #include "fieldprint/generation.h"
 #include "fieldprint/transcript.h"
@@ -24,44 +22,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-fs::path TempRoot() { return fs::temp_directory_path() / ("fp_transcript_fp_" + std::to_string(::getpid())); }
-
-struct Cleanup {
-  ~Cleanup() {
-    std::error_code ec;
-    fs::remove_all(TempRoot(), ec);
-  }
-} g_cleanup;
-
-fs::path TempDir() {
-  const fs::path d = TempRoot() / ::testing::UnitTest::GetInstance()->current_test_info()->name();
-  fs::create_directories(d);
-  return d;
-}
-
-ModelConfig TinyConfig() {
-  ModelConfig c;
-  c.n_layers = 2;
-  c.d_model = 64;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.head_dim = 16;
-  c.d_ff = 128;
-  c.vocab_size = 259;
-  c.context_length = 512;
-  c.tied_embeddings = false;
-  return c;
-}
-
-std::string WriteKey(const fs::path& dir) {
-  EVP_PKEY* raw = EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519");
-  EXPECT_NE(raw, nullptr);
-  std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key(raw, &EVP_PKEY_free);
-  const std::string path = (dir / "key.pem").string();
-  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_file(path.c_str(), "w"), &BIO_free);
-  EXPECT_EQ(PEM_write_bio_PrivateKey(bio.get(), key.get(), nullptr, nullptr, 0, nullptr, nullptr), 1);
-  return path;
-}
+fs::path TempDir() { return testing::TranscriptTempDir(); }
+std::string WriteKey(const fs::path& dir) { return testing::WriteEd25519Key(dir); }
 
 struct FpRun {
   fs::path dir;
@@ -73,38 +35,22 @@ struct FpRun {
 FpRun Generate(uint64_t seed) {
   FpRun r;
   r.dir = TempDir();
-  auto w = LlamaWeights::Random(TinyConfig(), seed, WeightType::kQ8_0);
-  EXPECT_TRUE(w.ok());
-  const std::vector<uint8_t> bytes = testing::WriteGguf(*w);
-  r.model = (r.dir / "model.gguf").string();
-  std::ofstream(r.model, std::ios::binary)
-      .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-  auto tok = testing::MakeByteTokenizer();
-  auto lw = LlamaWeights::Load(r.model, WeightStorage::kQuantized);
-  EXPECT_TRUE(lw.ok()) << lw.status().ToString();
-  EngineOptions eo;
-  eo.num_threads = 2;
-  eo.page_size = 8;
-  eo.kv_capacity = 256;
-  auto e = LlamaEngine::Create(std::move(lw).value(), eo);
-  EXPECT_TRUE(e.ok());
-  const auto anchor_tokens = tok->Encode("<|im_start|>system\nbe brief<|im_end|>\n");
-  auto anchor = (*e)->BuildAnchor(anchor_tokens);
-  EXPECT_TRUE(anchor.ok());
-  const auto prompt = tok->Encode("<|im_start|>user\nsay something long<|im_end|>\n<|im_start|>assistant\n");
+  r.model = testing::WriteRandomModel(r.dir, seed, WeightType::kQ8_0, "model.gguf");
+  testing::TranscriptEngine te = testing::LoadTranscriptEngine(r.model);
+  const auto prompt = te.tok->Encode("<|im_start|>user\nsay something long<|im_end|>\n<|im_start|>assistant\n");
   GenerationOptions o;
   o.max_tokens = 70 - static_cast<int32_t>(prompt.size());
   o.sampler = SamplerConfig{0.8f, 30, 0.95f, 99};
   o.verify = VerifyMode::kSync;
   o.commit_every = 7;
   o.stop_at_end_of_turn = false;
-  Generator g(**e, *tok, *anchor);
+  Generator g(*te.engine, *te.tok, te.anchor);
   auto stats = g.Generate(prompt, o, nullptr);
   EXPECT_TRUE(stats.ok()) << stats.status().ToString();
-  auto t = TranscriptFromRun(**e, r.model, "quantized", o, anchor_tokens, prompt, *stats);
+  auto t = TranscriptFromRun(*te.engine, r.model, "quantized", o, te.anchor_tokens, prompt, *stats);
   EXPECT_TRUE(t.ok()) << t.status().ToString();
   r.t = std::move(t).value();
-  const Status st = RecordFingerprints(r.t, **e, *anchor);
+  const Status st = RecordFingerprints(r.t, *te.engine, te.anchor);
   EXPECT_TRUE(st.ok()) << st.ToString();
   return r;
 }

@@ -5,9 +5,6 @@
 #include "fieldprint/transcript.h"
 
 #include <gtest/gtest.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
@@ -17,6 +14,7 @@
 #include <vector>
 
 #include "engine_test_util.h"
+#include "transcript_test_util.h"
 #include "fieldprint/engine.h"
 #include "fieldprint/generation.h"
 
@@ -25,56 +23,13 @@ namespace {
 
 namespace fs = std::filesystem;
 
-fs::path TempRoot() { return fs::temp_directory_path() / ("fp_transcript_" + std::to_string(::getpid())); }
-
-// Removes every test's files when the test binary exits.
-struct Cleanup {
-  ~Cleanup() {
-    std::error_code ec;
-    fs::remove_all(TempRoot(), ec);
-  }
-} g_cleanup;
-
-fs::path TempDir() {
-  const fs::path d = TempRoot() / ::testing::UnitTest::GetInstance()->current_test_info()->name();
-  fs::create_directories(d);
-  return d;
-}
-
-ModelConfig TinyConfig() {
-  ModelConfig c;
-  c.n_layers = 2;
-  c.d_model = 64;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.head_dim = 16;
-  c.d_ff = 128;
-  c.vocab_size = 259;
-  c.context_length = 512;
-  c.tied_embeddings = false;
-  return c;
-}
-
+fs::path TempDir() { return testing::TranscriptTempDir(); }
+ModelConfig TinyConfig() { return testing::TinyTranscriptConfig(); }
 // A random model as a GGUF file.
 std::string WriteModel(const fs::path& dir, uint64_t seed) {
-  auto w = LlamaWeights::Random(TinyConfig(), seed, WeightType::kQ4_1);
-  EXPECT_TRUE(w.ok());
-  const std::vector<uint8_t> bytes = testing::WriteGguf(*w);
-  const std::string path = (dir / ("model" + std::to_string(seed) + ".gguf")).string();
-  std::ofstream f(path, std::ios::binary);
-  f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-  return path;
+  return testing::WriteRandomModel(dir, seed, WeightType::kQ4_1, "model" + std::to_string(seed) + ".gguf");
 }
-
-std::string WriteKey(const fs::path& dir) {
-  EVP_PKEY* raw = EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519");
-  EXPECT_NE(raw, nullptr);
-  std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key(raw, &EVP_PKEY_free);
-  const std::string path = (dir / "key.pem").string();
-  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_file(path.c_str(), "w"), &BIO_free);
-  EXPECT_EQ(PEM_write_bio_PrivateKey(bio.get(), key.get(), nullptr, nullptr, 0, nullptr, nullptr), 1);
-  return path;
-}
+std::string WriteKey(const fs::path& dir) { return testing::WriteEd25519Key(dir); }
 
 struct GenRun {
   fs::path dir;
@@ -88,31 +43,20 @@ GenRun Generate(const std::string& text = "hello there, how are you today?", int
   GenRun r;
   r.dir = TempDir();
   r.model = WriteModel(r.dir, 77);
-  auto tok = testing::MakeByteTokenizer();
-  auto w = LlamaWeights::Load(r.model, WeightStorage::kQuantized);
-  EXPECT_TRUE(w.ok()) << w.status().ToString();
-  EngineOptions eo;
-  eo.num_threads = 2;
-  eo.page_size = 8;
-  eo.kv_capacity = 256;
-  auto e = LlamaEngine::Create(std::move(w).value(), eo);
-  EXPECT_TRUE(e.ok());
-  const auto anchor_tokens = tok->Encode("<|im_start|>system\nbe brief<|im_end|>\n");
-  auto anchor = (*e)->BuildAnchor(anchor_tokens);
-  EXPECT_TRUE(anchor.ok());
-  const auto prompt = tok->Encode("<|im_start|>user\n" + text + "<|im_end|>\n<|im_start|>assistant\n");
+  testing::TranscriptEngine te = testing::LoadTranscriptEngine(r.model);
+  const auto prompt = te.tok->Encode("<|im_start|>user\n" + text + "<|im_end|>\n<|im_start|>assistant\n");
   GenerationOptions o;
   o.max_tokens = max_tokens;
   o.sampler = SamplerConfig{0.9f, 20, 0.95f, 4321};
   o.verify = VerifyMode::kAsync;
   o.commit_every = 5;
   o.stop_at_end_of_turn = false;
-  Generator g(**e, *tok, *anchor);
+  Generator g(*te.engine, *te.tok, te.anchor);
   const auto t0 = std::chrono::steady_clock::now();
   auto stats = g.Generate(prompt, o, nullptr);
   r.generate_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_TRUE(stats.ok()) << stats.status().ToString();
-  auto t = TranscriptFromRun(**e, r.model, "quantized", o, anchor_tokens, prompt, *stats);
+  auto t = TranscriptFromRun(*te.engine, r.model, "quantized", o, te.anchor_tokens, prompt, *stats);
   EXPECT_TRUE(t.ok()) << t.status().ToString();
   r.t = std::move(t).value();
   return r;

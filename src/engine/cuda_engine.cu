@@ -516,6 +516,19 @@ Result<std::shared_ptr<AnchorSegment>> CudaLlama::BuildAnchor(std::span<const in
   return anchor;
 }
 
+Result<int32_t> CudaLlama::Impl::RoomFor(SeqId seq, int64_t n) const {
+  auto len = cache->meta().Length(seq);
+  if (!len.ok()) return len.status();
+  auto anchor = cache->meta().Anchor(seq);
+  if (!anchor.ok()) return anchor.status();
+  const int64_t reach = int64_t{*anchor ? (*anchor)->length() : 0} + *len + n;
+  if (reach > c.context_length) {
+    return OutOfRange("sequence would reach " + std::to_string(reach) + " positions, context length is " +
+                      std::to_string(c.context_length));
+  }
+  return *len;
+}
+
 Status CudaLlama::Forward(SeqId seq, std::span<const int32_t> tokens, int32_t n_logits, std::vector<float>* logits) {
   Impl& m = *impl_;
   const ModelConfig& c = m.c;
@@ -524,15 +537,8 @@ Status CudaLlama::Forward(SeqId seq, std::span<const int32_t> tokens, int32_t n_
     return InvalidArgument("n_logits " + std::to_string(n_logits) + " outside [0, " + std::to_string(n) + "]");
   }
   if (n_logits > 0 && logits == nullptr) return InvalidArgument("forward: null logits");
-  auto len = m.cache->meta().Length(seq);
+  auto len = m.RoomFor(seq, n);
   if (!len.ok()) return len.status();
-  auto anchor = m.cache->meta().Anchor(seq);
-  if (!anchor.ok()) return anchor.status();
-  const int32_t a = *anchor ? (*anchor)->length() : 0;
-  if (a + *len + n > c.context_length) {
-    return OutOfRange("sequence would reach " + std::to_string(a + *len + n) + " positions, context length is " +
-                      std::to_string(c.context_length));
-  }
   FP_RETURN_IF_ERROR(m.CheckTokens(tokens));
   if (logits != nullptr) logits->assign(static_cast<size_t>(n_logits) * static_cast<size_t>(c.vocab_size), 0.f);
   const int64_t first_logit = n - n_logits;

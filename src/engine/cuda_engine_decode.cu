@@ -136,12 +136,8 @@ Status CudaLlama::DecodeStep(std::span<const SeqId> seqs, std::span<const int32_
     for (size_t j = 0; j < i; ++j) {
       if (seqs[i] == seqs[j]) return InvalidArgument("decode step: sequence listed twice");
     }
-    auto len = m.cache->meta().Length(seqs[i]);
-    if (!len.ok()) return len.status();
-    auto an = m.cache->meta().Anchor(seqs[i]);
-    if (!an.ok()) return an.status();
-    const int32_t a = *an ? (*an)->length() : 0;
-    if (a + *len + 1 > m.c.context_length) return OutOfRange("decode step: a sequence reached the context length");
+    auto len = m.RoomFor(seqs[i], 1);
+    if (!len.ok()) return Status(len.status().code(), "decode step: " + len.status().message());
   }
   std::vector<Reservation> res;
   res.reserve(seqs.size());

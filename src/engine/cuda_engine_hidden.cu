@@ -44,15 +44,8 @@ Status CudaLlama::ForwardHidden(SeqId seq, std::span<const int32_t> tokens, std:
     if (hidden_rows[i] < 0 || hidden_rows[i] >= n || (i > 0 && hidden_rows[i] <= hidden_rows[i - 1]))
       return InvalidArgument("forward hidden: rows must be increasing indices into the tokens");
   }
-  auto len = m.cache->meta().Length(seq);
+  auto len = m.RoomFor(seq, n);
   if (!len.ok()) return len.status();
-  auto anchor = m.cache->meta().Anchor(seq);
-  if (!anchor.ok()) return anchor.status();
-  const int32_t a = *anchor ? (*anchor)->length() : 0;
-  if (a + *len + n > c.context_length) {
-    return OutOfRange("sequence would reach " + std::to_string(a + *len + n) + " positions, context length is " +
-                      std::to_string(c.context_length));
-  }
   FP_RETURN_IF_ERROR(m.CheckTokens(tokens));
   const size_t d = static_cast<size_t>(c.d_model);
   if (hidden != nullptr) hidden->assign(hidden_rows.size() * d, 0.f);

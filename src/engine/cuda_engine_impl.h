@@ -131,6 +131,9 @@ struct CudaLlama::Impl {
   Status Logits(int64_t row0, int32_t m);  // logits of residual rows [row0, row0 + m) into `logits`
   Status ForwardChunk(SeqId seq, std::span<const int32_t> toks, int32_t logits_from, float* host_logits,
                       AnchorSegment* capture);
+  // The sequence's length, if n more tokens fit its context (anchor + length + n <= context_length), else
+  // OutOfRange; unknown sequences are errors.
+  Result<int32_t> RoomFor(SeqId seq, int64_t n) const;
   Status CheckTokens(std::span<const int32_t> toks) const {
     for (int32_t t : toks) {
       if (t < 0 || t >= c.vocab_size)
