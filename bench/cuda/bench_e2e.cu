@@ -413,13 +413,15 @@ int main(int argc, char** argv) {
       int32_t* d_next = nullptr;
       CK(cudaMalloc(&d_next, sizeof(int32_t) * size_t(B)));
       const int timed = mode == "sync-full" ? full_steps : steps;
-      std::vector<double> times;
+      std::vector<double> times, host_times;  // host_times: wall time inside DecodeStep (prep + graph launch)
       int pages_sync = 0;
       double kv_read = 0;
       for (int k = 0; k < warmup + timed; ++k) {
         const int32_t len0 = *e.Length(seqs[0]);
         CK(cudaEventRecord(e0, st));
+        const auto h0 = std::chrono::steady_clock::now();
         OK(e.DecodeStep(seqs, toks));
+        const double host_us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - h0).count();
         if (ver) OK(ver->OnStepWritten(seqs, st));
         OK(fp::cuda_engine::LaunchArgmax(e.device_logits(), B, cfg.vocab_size, d_next, st));
         CK(cudaMemcpyAsync(next.data(), d_next, sizeof(int32_t) * size_t(B), cudaMemcpyDeviceToHost, st));
@@ -433,6 +435,7 @@ int main(int argc, char** argv) {
         CK(cudaEventElapsedTime(&ms, e0, e1));
         if (k >= warmup) {
           times.push_back(ms * 1e3);
+          host_times.push_back(host_us);
           kv_read += double(B) * (len0 + 1) * token_kv_bytes;
         }
         toks = next;
@@ -465,6 +468,8 @@ int main(int argc, char** argv) {
                  std::to_string(stats1.graph_captures - stats0.graph_captures) + " captures";
       }
       const Stats sm = Summarise(times);
+      const double host_median_us = fp::bench::Median(host_times);
+      notes += "; host " + std::to_string(static_cast<int>(host_median_us)) + " us in DecodeStep";
       const double bytes = double(e.weight_bytes()) + kv_read / double(timed);
       const double floor_us = bytes / (copy_tbps * 1e12) * 1e6;
       const double tok_s = B / (sm.mean_us * 1e-6);
@@ -475,6 +480,7 @@ int main(int argc, char** argv) {
                       {"params",
                        {{"B", B}, {"ctx", ctx}, {"verify", mode}, {"steps", timed}, {"warmup", warmup},
                         {"median_us", sm.median_us}, {"p90_us", sm.p90_us}, {"floor_us", floor_us},
+                        {"host_decode_step_median_us", host_median_us},
                         {"bytes_per_step", bytes}, {"kv", "random bf16 (not prefilled)"}, {"graphs", graphs},
                         {"gemv_max_batch", gemv}, {"skinny_max_batch", tu.skinny_max_batch}, {"pdl", tu.pdl},
                         {"batch_invariant", tu.batch_invariant},
