@@ -47,7 +47,8 @@ struct CudaEngineOptions {
   bool decode_graphs = true;    // DecodeStep replays a CUDA graph per batch size (cuda_engine_decode.cu)
   // GEMM choice by token count n: n <= gemv_max_batch (<= 8): the CUDA-core GEMV; n <= skinny_max_batch: the
   // tensor-core skinny GEMM (cuda_skinny_gemm.cu, SwiGLU fused into the gate|up GEMM); else cuBLAS. Defaults
-  // from bench_gemm on an H200: the GEMV wins at n = 1 only, cuBLAS beats the skinny GEMM at every n >= 2.
+  // from bench_gemm on an H200: the GEMV wins at n = 1 only; from n = 2 cuBLAS is faster in sum over a layer's
+  // matrices (the skinny GEMM wins only on the small O projection up to n = 16, and for SmolLM2 at B = 16).
   int32_t gemv_max_batch = 1;
   int32_t skinny_max_batch = 0;
   bool pdl = true;  // programmatic dependent launch between a step's kernels (sm_90+; ignored on older GPUs)
