@@ -3,15 +3,19 @@
 // the same Generator over an EngineBackend either way.
 #include "generate_command.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <iostream>
 #include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "fieldprint/chat_session.h"
 #include "fieldprint/cuda_engine.h"
 #include "fieldprint/engine.h"
 #include "fieldprint/engine_backend.h"
@@ -32,6 +36,7 @@ struct GenerateArgs {
   std::string anchor;
   std::string anchor_file;
   bool anchor_set = false;
+  bool prompt_set = false;  // no --prompt: an interactive chat on stdin (ChatSession)
   int32_t max_tokens = 128;
   uint64_t seed = 0;
   float temperature = 0.f;
@@ -85,6 +90,9 @@ int Run(const GenerateArgs& a) {
     if (!f.ok()) FailUsage(f.status());
     fault = *f;
   }
+  if (!a.prompt_set && !a.transcript.empty()) {
+    FailUsage(InvalidArgument("--transcript records one prompt: give --prompt (the chat mode has none)"));
+  }
   if (!a.transcript.empty()) {
     // On CUDA the engine then runs batch-invariant (cuda_engine.h), so a one-prefill replay matches bit for bit.
     if (*mode == VerifyMode::kOff)
@@ -121,15 +129,17 @@ int Run(const GenerateArgs& a) {
     anchor_text = a.anchor;
   }
   const std::vector<ChatMessage> sys{{"system", anchor_text}};
-  const std::vector<ChatMessage> conv{{"system", anchor_text}, {"user", a.prompt}};
   const std::vector<int32_t> anchor_tokens = tok->EncodeChat(sys, false);
-  const std::vector<int32_t> all = tok->EncodeChat(conv, true);
-  if (all.size() <= anchor_tokens.size() ||
-      !std::equal(anchor_tokens.begin(), anchor_tokens.end(), all.begin())) {
-    Fail(Internal("the chat template's system part is not a token prefix of the conversation"));
+  std::vector<int32_t> prompt;  // empty in chat mode
+  if (a.prompt_set) {
+    const std::vector<ChatMessage> conv{{"system", anchor_text}, {"user", a.prompt}};
+    const std::vector<int32_t> all = tok->EncodeChat(conv, true);
+    if (all.size() <= anchor_tokens.size() ||
+        !std::equal(anchor_tokens.begin(), anchor_tokens.end(), all.begin())) {
+      Fail(Internal("the chat template's system part is not a token prefix of the conversation"));
+    }
+    prompt.assign(all.begin() + static_cast<std::ptrdiff_t>(anchor_tokens.size()), all.end());
   }
-  const std::vector<int32_t> prompt(all.begin() + static_cast<std::ptrdiff_t>(anchor_tokens.size()),
-                                    all.end());
 
   const ModelConfig config = weights->config();
   // One value (or a uniform list) stays the scalar option, which transcripts record; a list goes per head.
@@ -141,9 +151,12 @@ int Run(const GenerateArgs& a) {
     if (!g.ok()) FailUsage(g.status());
     if (!uniform_gamma) gamma_per_head = std::move(g).value();
   }
-  // The pool holds this one sequence: prompt + generated tokens (the anchor lives outside it).
+  // The pool holds this one sequence: prompt + generated tokens (the anchor lives outside it); a chat's
+  // conversation grows each turn, up to the context.
   const int32_t kv_capacity =
-      std::min<int32_t>(config.context_length, static_cast<int32_t>(prompt.size()) + a.max_tokens + 64);
+      a.prompt_set
+          ? std::min<int32_t>(config.context_length, static_cast<int32_t>(prompt.size()) + a.max_tokens + 64)
+          : config.context_length;
   std::unique_ptr<LlamaEngine> cpu_engine;
   std::unique_ptr<CudaLlama> cuda_engine;
   std::unique_ptr<EngineBackend> engine;
@@ -202,17 +215,44 @@ int Run(const GenerateArgs& a) {
   go.inject_fault_target = fault.target;
   go.verified_only = a.verified_only;
   Generator gen(*engine, *tok, *anchor);
-  auto stats = gen.Generate(prompt, go, [](std::string_view s) {
+  const auto stream = [](std::string_view s) {
     std::fwrite(s.data(), 1, s.size(), stdout);
     std::fflush(stdout);
-  });
+  };
+  const auto report = [&](const GenerationStats& st) {
+    std::fprintf(stderr, "prefill: %d tokens in %.3f s (%.1f tok/s)\n", st.prompt_tokens, st.prefill_seconds,
+                 st.prefill_tok_s());
+    std::fprintf(stderr, "decode: %d tokens in %.3f s (%.1f tok/s), stop: %s\n", st.generated_tokens,
+                 st.decode_seconds, st.decode_tok_s(), st.stop_reason.c_str());
+    if (*mode != VerifyMode::kOff) {
+      std::fprintf(stderr,
+                   "verify %s: watermark %d of %d KV positions, faults injected %d, rollbacks %d, "
+                   "recomputed %d tokens%s%s\n",
+                   a.verify.c_str(), st.verified_watermark, st.kv_length, st.faults_injected, st.rollbacks,
+                   st.recomputed_tokens, st.faults_injected > 0 ? "; fault at " : "", st.fault_target.c_str());
+    }
+  };
+  if (!a.prompt_set) {  // chat: one user turn per stdin line, each prefilling the conversation (ChatSession)
+    ChatSession chat(gen, *tok, anchor_text);
+    const bool tty = isatty(STDIN_FILENO) != 0;
+    if (tty) std::fprintf(stderr, "chat: one message per line; an empty line or end of input ends it\n");
+    std::string line;
+    while (true) {
+      if (tty) std::fputs("> ", stderr);
+      if (!std::getline(std::cin, line) || line.empty()) break;
+      auto st = chat.Turn(line, go, stream);
+      std::fputc('\n', stdout);
+      std::fflush(stdout);
+      if (!st.ok()) Fail(st.status());
+      report(*st);
+    }
+    return 0;
+  }
+  auto stats = gen.Generate(prompt, go, stream);
   std::fputc('\n', stdout);
   std::fflush(stdout);
   if (!stats.ok()) Fail(stats.status());
-  std::fprintf(stderr, "prefill: %d tokens in %.3f s (%.1f tok/s)\n", stats->prompt_tokens,
-               stats->prefill_seconds, stats->prefill_tok_s());
-  std::fprintf(stderr, "decode: %d tokens in %.3f s (%.1f tok/s), stop: %s\n", stats->generated_tokens,
-               stats->decode_seconds, stats->decode_tok_s(), stats->stop_reason.c_str());
+  report(*stats);
   if (!a.transcript.empty()) {
     auto t = cuda ? TranscriptFromRun(*cuda_engine, path, go, anchor_tokens, prompt, *stats)
                   : TranscriptFromRun(*cpu_engine, path, a.weights, go, anchor_tokens, prompt, *stats);
@@ -236,14 +276,6 @@ int Run(const GenerateArgs& a) {
                  anchor_s + stats->prefill_seconds + stats->decode_seconds, anchor_s, stats->prefill_seconds,
                  stats->decode_seconds, fingerprint_s);
   }
-  if (*mode != VerifyMode::kOff) {
-    std::fprintf(stderr,
-                 "verify %s: watermark %d of %d KV positions, faults injected %d, rollbacks %d, "
-                 "recomputed %d tokens%s%s\n",
-                 a.verify.c_str(), stats->verified_watermark, stats->kv_length, stats->faults_injected,
-                 stats->rollbacks, stats->recomputed_tokens, stats->faults_injected > 0 ? "; fault at " : "",
-                 stats->fault_target.c_str());
-  }
   return 0;
 }
 
@@ -255,7 +287,9 @@ void RegisterGenerateCommand(CLI::App& app) {
       app.add_subcommand("generate", "generate text with a GGUF Llama model (anchor = system prompt)");
   cmd->add_option("--model", args->model,
                   "GGUF file (default: $FIELDPRINT_MODEL, $FIELDPRINT_CACHE or ~/.cache/fieldprint)");
-  cmd->add_option("--prompt", args->prompt, "the user message")->required();
+  auto* prompt = cmd->add_option("--prompt", args->prompt,
+                                 "the user message (without it: a chat, one message per stdin line until an empty "
+                                 "line or end of input; each turn prefills the conversation after the anchor)");
   auto* anchor =
       cmd->add_option("--anchor", args->anchor, "anchor text (default: the model's system prompt)");
   cmd->add_option("--anchor-file", args->anchor_file, "read the anchor text from a file")->excludes(anchor);
@@ -294,8 +328,9 @@ void RegisterGenerateCommand(CLI::App& app) {
                   "the transcript also records, per 32 fed tokens, the top-K entries of a signed sum of their "
                   "final hidden states (one extra prefill; checked by verify --tolerant); 0 = none")
       ->check(CLI::NonNegativeNumber);
-  cmd->callback([args, anchor] {
+  cmd->callback([args, anchor, prompt] {
     args->anchor_set = anchor->count() > 0;
+    args->prompt_set = prompt->count() > 0;
     Run(*args);
   });
 }
