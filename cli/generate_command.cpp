@@ -23,6 +23,7 @@
 #include "fieldprint/generation.h"
 #include "fieldprint/head_gamma.h"
 #include "fieldprint/llama_weights.h"
+#include "fieldprint/progress.h"
 #include "fieldprint/tokenizer.h"
 #include "fieldprint/transcript.h"
 
@@ -104,14 +105,13 @@ int Run(const GenerateArgs& a) {
     Fail(InvalidArgument("--sign-key needs --transcript"));
   }
   const std::string path = ResolveModelPath(a.model);
-  std::fprintf(stderr, "loading %s ... ", path.c_str());
-  std::fflush(stderr);
+  std::fprintf(stderr, "loading %s\n", path.c_str());
   const auto t0 = Clock::now();
+  ProgressBar load_bar(stderr, "weights");  // drawn only on a terminal
   // The CUDA engine widens every matrix to bf16 itself: the zero-copy quantised view is the cheapest source.
-  auto weights =
-      LlamaWeights::Load(path, a.weights == "f32" && !cuda ? WeightStorage::kF32 : WeightStorage::kQuantized);
+  auto weights = LlamaWeights::Load(
+      path, a.weights == "f32" && !cuda ? WeightStorage::kF32 : WeightStorage::kQuantized, load_bar.callback());
   if (!weights.ok()) {
-    std::fprintf(stderr, "failed\n");
     Fail(weights.status());
   }
   auto tok = Tokenizer::FromGguf(*weights->gguf());
@@ -168,7 +168,8 @@ int Run(const GenerateArgs& a) {
     co.max_batch = 1;  // one sequence
     // A transcript must replay in one prefill: every GEMM batch-invariant, attention at a fixed split.
     co.batch_invariant = !a.transcript.empty();
-    auto e = CudaLlama::FromWeights(*weights, co);
+    ProgressBar upload_bar(stderr, "upload ");
+    auto e = CudaLlama::FromWeights(*weights, co, upload_bar.callback());
     if (!e.ok()) Fail(e.status());
     cuda_engine = std::move(e).value();
     engine = MakeCudaBackend(*cuda_engine);

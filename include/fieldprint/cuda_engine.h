@@ -72,8 +72,10 @@ class CudaLlama {
   };
 
  public:
-  // Uploads `weights` (every matrix widened to f32 on the host, rounded to bf16 on the device).
-  static Result<std::unique_ptr<CudaLlama>> FromWeights(const LlamaWeights& weights, const CudaEngineOptions& options);
+  // Uploads `weights` (every matrix widened to f32 on the host, rounded to bf16 on the device). progress
+  // (optional): called once per layer uploaded, then for the embedding / output (total = n_layers + 1).
+  static Result<std::unique_ptr<CudaLlama>> FromWeights(const LlamaWeights& weights, const CudaEngineOptions& options,
+                                                        const LoadProgress& progress = {});
   // Random bf16 weights drawn on the device (uniform, scaled like LlamaWeights::Random). Deterministic in seed.
   static Result<std::unique_ptr<CudaLlama>> Random(const ModelConfig& config, uint64_t seed,
                                                    const CudaEngineOptions& options);

@@ -15,6 +15,7 @@
 #include "fieldprint/cpu_linear.h"
 #include "fieldprint/gguf.h"
 #include "fieldprint/model_config.h"
+#include "fieldprint/progress.h"
 #include "fieldprint/status.h"
 
 namespace fp {
@@ -43,9 +44,11 @@ struct LayerWeights {
 class LlamaWeights {
  public:
   // Opens and maps `path`, reads the config and binds every tensor, checking each one's type and shape.
-  static Result<LlamaWeights> Load(const std::string& path, WeightStorage storage);
+  // progress (optional): called once per layer bound (done = layers so far, total = n_layers).
+  static Result<LlamaWeights> Load(const std::string& path, WeightStorage storage,
+                                   const LoadProgress& progress = {});
   // Binds the tensors of an already opened file (which is moved in and kept alive).
-  static Result<LlamaWeights> FromGguf(GgufFile file, WeightStorage storage);
+  static Result<LlamaWeights> FromGguf(GgufFile file, WeightStorage storage, const LoadProgress& progress = {});
   // Random weights for `config` (uniform, scaled like a trained model so activations stay O(1)), matrices of
   // `type` (kF32, kF16, kQ8_0 or kQ4_1). Deterministic in `seed`.
   static Result<LlamaWeights> Random(const ModelConfig& config, uint64_t seed, WeightType type);

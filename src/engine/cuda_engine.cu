@@ -375,7 +375,8 @@ CUstream_st* CudaLlama::stream() const { return impl_->stream; }
 size_t CudaLlama::weight_bytes() const { return impl_->weight_bytes; }
 const float* CudaLlama::device_logits() const { return impl_->logits; }
 
-Result<std::unique_ptr<CudaLlama>> CudaLlama::FromWeights(const LlamaWeights& w, const CudaEngineOptions& options) {
+Result<std::unique_ptr<CudaLlama>> CudaLlama::FromWeights(const LlamaWeights& w, const CudaEngineOptions& options,
+                                                          const LoadProgress& progress) {
   auto impl = std::make_unique<Impl>();
   FP_RETURN_IF_ERROR(impl->Init(w.config(), options));
   Impl& m = *impl;
@@ -435,6 +436,7 @@ Result<std::unique_ptr<CudaLlama>> CudaLlama::FromWeights(const LlamaWeights& w,
     FP_RETURN_IF_ERROR(upload(L.wo, D.wo, 0, "wo"));
     FP_RETURN_IF_ERROR(upload_gate_up(L.w_gate, L.w_up, D.wgu));
     FP_RETURN_IF_ERROR(upload(L.w_down, D.wdown, 0, "w_down"));
+    if (progress) progress(l + 1, c.n_layers + 1);
   }
   FP_RETURN_IF_ERROR(upload(w.token_embd(), m.embd, 0, "token_embd"));
   if (!c.tied_embeddings) FP_RETURN_IF_ERROR(upload(w.output(), m.out_w, 0, "output"));
@@ -442,6 +444,7 @@ Result<std::unique_ptr<CudaLlama>> CudaLlama::FromWeights(const LlamaWeights& w,
     return InvalidArgument("cuda engine: output norm has the wrong size");
   }
   FP_CUDA_RETURN_IF_ERROR(vec(w.output_norm(), m.out_norm));
+  if (progress) progress(c.n_layers + 1, c.n_layers + 1);
   return std::make_unique<CudaLlama>(std::move(impl), PrivateTag());
 }
 

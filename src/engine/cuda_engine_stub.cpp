@@ -12,7 +12,8 @@ struct CudaLlama::Impl {};
 CudaLlama::CudaLlama(std::unique_ptr<Impl> impl, PrivateTag) : impl_(std::move(impl)) {}
 CudaLlama::~CudaLlama() = default;
 
-Result<std::unique_ptr<CudaLlama>> CudaLlama::FromWeights(const LlamaWeights&, const CudaEngineOptions&) {
+Result<std::unique_ptr<CudaLlama>> CudaLlama::FromWeights(const LlamaWeights&, const CudaEngineOptions&,
+                                                          const LoadProgress&) {
   return Unimplemented("this build has no CUDA: rebuild with -DFIELDPRINT_CUDA=ON for --device cuda");
 }
 Result<std::unique_ptr<CudaLlama>> CudaLlama::Random(const ModelConfig&, uint64_t, const CudaEngineOptions&) {

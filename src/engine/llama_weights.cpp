@@ -115,13 +115,13 @@ Result<std::vector<float>> LlamaWeights::BindVector(const std::string& name, int
   return v;
 }
 
-Result<LlamaWeights> LlamaWeights::Load(const std::string& path, WeightStorage storage) {
+Result<LlamaWeights> LlamaWeights::Load(const std::string& path, WeightStorage storage, const LoadProgress& progress) {
   auto f = GgufFile::Open(path);
   if (!f.ok()) return f.status();
-  return FromGguf(std::move(f).value(), storage);
+  return FromGguf(std::move(f).value(), storage, progress);
 }
 
-Result<LlamaWeights> LlamaWeights::FromGguf(GgufFile file, WeightStorage storage) {
+Result<LlamaWeights> LlamaWeights::FromGguf(GgufFile file, WeightStorage storage, const LoadProgress& progress) {
   LlamaWeights w;
   w.file_ = std::make_unique<GgufFile>(std::move(file));
   auto cfg = ModelConfig::FromGguf(*w.file_);
@@ -160,6 +160,7 @@ Result<LlamaWeights> LlamaWeights::FromGguf(GgufFile file, WeightStorage storage
     FP_RETURN_IF_ERROR(bind(p + "ffn_gate.weight", c.d_ff, c.d_model, &L.w_gate));
     FP_RETURN_IF_ERROR(bind(p + "ffn_up.weight", c.d_ff, c.d_model, &L.w_up));
     FP_RETURN_IF_ERROR(bind(p + "ffn_down.weight", c.d_model, c.d_ff, &L.w_down));
+    if (progress) progress(i + 1, c.n_layers);
   }
   return w;
 }
