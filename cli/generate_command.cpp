@@ -228,9 +228,10 @@ int Run(const GenerateArgs& a) {
     if (*mode != VerifyMode::kOff) {
       std::fprintf(stderr,
                    "verify %s: watermark %d of %d KV positions, faults injected %d, rollbacks %d, "
-                   "recomputed %d tokens%s%s\n",
+                   "recomputed %d tokens%s%s; anchor root %s\n",
                    a.verify.c_str(), st.verified_watermark, st.kv_length, st.faults_injected, st.rollbacks,
-                   st.recomputed_tokens, st.faults_injected > 0 ? "; fault at " : "", st.fault_target.c_str());
+                   st.recomputed_tokens, st.faults_injected > 0 ? "; fault at " : "", st.fault_target.c_str(),
+                   st.anchor_root.Hex().c_str());
     }
   };
   if (!a.prompt_set) {  // chat: one user turn per stdin line, each prefilling the conversation (ChatSession)
