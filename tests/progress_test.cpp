@@ -13,6 +13,7 @@
 
 #include "engine_test_util.h"
 #include "fieldprint/llama_weights.h"
+#include "transcript_test_util.h"
 
 namespace fp {
 namespace {
@@ -28,15 +29,8 @@ TEST(Progress, RendersTheBar) {
 }
 
 TEST(Progress, WeightsLoaderReportsEveryLayerInOrder) {
-  ModelConfig c;
+  ModelConfig c = testing::TinyTranscriptConfig();
   c.n_layers = 3;
-  c.d_model = 64;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.head_dim = 16;
-  c.d_ff = 128;
-  c.vocab_size = 259;
-  c.context_length = 128;
   auto w = LlamaWeights::Random(c, 3, WeightType::kQ8_0);
   ASSERT_TRUE(w.ok());
   const std::vector<uint8_t> bytes = testing::WriteGguf(*w);
