@@ -13,7 +13,6 @@
 #include "fieldprint/engine.h"
 #include "fieldprint/generation.h"
 #include "fieldprint/llama_weights.h"
-#include "transcript_test_util.h"
 
 namespace fp {
 namespace {
@@ -26,7 +25,7 @@ struct ChatFixture {
   std::shared_ptr<AnchorSegment> anchor;
   std::vector<int32_t> anchor_tokens;
   ChatFixture() {
-    auto w = LlamaWeights::Random(testing::TinyTranscriptConfig(), 21, WeightType::kQ8_0);
+    auto w = LlamaWeights::Random(testing::TinyByteModelConfig(), 21, WeightType::kQ8_0);
     EXPECT_TRUE(w.ok());
     EngineOptions eo;
     eo.num_threads = 2;

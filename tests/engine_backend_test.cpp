@@ -17,16 +17,8 @@ namespace fp {
 namespace {
 
 std::unique_ptr<LlamaEngine> TinyEngine() {
-  ModelConfig c;
-  c.n_layers = 2;
-  c.d_model = 64;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.head_dim = 16;
-  c.d_ff = 128;
-  c.vocab_size = 259;
+  ModelConfig c = testing::TinyByteModelConfig();
   c.context_length = 256;
-  c.tied_embeddings = false;
   auto w = LlamaWeights::Random(c, 5, WeightType::kQ8_0);
   EXPECT_TRUE(w.ok());
   EngineOptions eo;

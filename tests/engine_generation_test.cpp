@@ -27,16 +27,7 @@ struct Fixture {
 Fixture Make() {
   Fixture f;
   f.tok = testing::MakeByteTokenizer();
-  ModelConfig c;
-  c.n_layers = 2;
-  c.d_model = 64;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.head_dim = 16;
-  c.d_ff = 128;
-  c.vocab_size = 259;
-  c.context_length = 512;
-  c.tied_embeddings = false;  // tied random weights make each token predict itself; untied logits vary
+  const ModelConfig c = testing::TinyByteModelConfig();
   auto w = LlamaWeights::Random(c, 77, WeightType::kQ4_1);
   EXPECT_TRUE(w.ok());
   EngineOptions eo;

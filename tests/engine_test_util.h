@@ -2,7 +2,7 @@
 // (optionally with hostile mutations), and a byte-level BPE tokenizer (256 byte tokens + <|endoftext|>,
 // <|im_start|>,
 // <|im_end|>) so the generation loop runs on random models.
-// defines: ToGgml, GgufMutations, WriteGguf, ByteToken, MakeByteTokenizer
+// defines: GgufMutations, WriteGguf, ByteToken, TinyByteModelConfig, MakeByteTokenizer
 #pragma once
 
 #include <gtest/gtest.h>
@@ -18,23 +18,10 @@
 #include "fieldprint/dtype.h"
 #include "fieldprint/gguf.h"
 #include "fieldprint/llama_weights.h"
+#include "fieldprint/model_config.h"
 #include "fieldprint/tokenizer.h"
 
 namespace fp::testing {
-
-inline GgmlType ToGgml(WeightType t) {
-  switch (t) {
-    case WeightType::kF32:
-      return GgmlType::kF32;
-    case WeightType::kF16:
-      return GgmlType::kF16;
-    case WeightType::kQ8_0:
-      return GgmlType::kQ8_0;
-    case WeightType::kQ4_1:
-      return GgmlType::kQ4_1;
-  }
-  return GgmlType::kF32;
-}
 
 struct GgufMutations {
   std::function<void(GgufBuilder&)> extra_meta;
@@ -72,7 +59,7 @@ inline std::vector<uint8_t> WriteGguf(const LlamaWeights& w, const GgufMutations
       for (float& v : rounded) v = Bf16ToFloat(FloatToBf16(v));
       bytes = std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(rounded.data()), bytes.size());
     }
-    ASSERT_TRUE(b.AddTensor(name, ToGgml(x.type), {cols, rows}, bytes).ok());
+    ASSERT_TRUE(b.AddTensor(name, GgmlTypeOf(x.type), {cols, rows}, bytes).ok());
   };
   auto vec = [&](const std::string& name, const std::vector<float>& v) {
     if (name == m.skip_tensor) return;
@@ -119,6 +106,22 @@ inline std::string ByteToken(int b) {
     s += static_cast<char>(0x80 | (cp & 0x3F));
   }
   return s;
+}
+
+// The tiny untied Llama the generation tests run with MakeByteTokenizer (vocabulary 259). Untied: tied random
+// weights make each token predict itself; untied logits vary.
+inline ModelConfig TinyByteModelConfig() {
+  ModelConfig c;
+  c.n_layers = 2;
+  c.d_model = 64;
+  c.n_heads = 4;
+  c.n_kv_heads = 2;
+  c.head_dim = 16;
+  c.d_ff = 128;
+  c.vocab_size = 259;
+  c.context_length = 512;
+  c.tied_embeddings = false;
+  return c;
 }
 
 // Ids: 0 <|endoftext|>, 1 <|im_start|> (bos), 2 <|im_end|> (eos), 3 + b for byte b: a vocabulary of 259.

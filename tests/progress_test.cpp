@@ -13,7 +13,6 @@
 
 #include "engine_test_util.h"
 #include "fieldprint/llama_weights.h"
-#include "transcript_test_util.h"
 
 namespace fp {
 namespace {
@@ -29,7 +28,7 @@ TEST(Progress, RendersTheBar) {
 }
 
 TEST(Progress, WeightsLoaderReportsEveryLayerInOrder) {
-  ModelConfig c = testing::TinyTranscriptConfig();
+  ModelConfig c = testing::TinyByteModelConfig();
   c.n_layers = 3;
   auto w = LlamaWeights::Random(c, 3, WeightType::kQ8_0);
   ASSERT_TRUE(w.ok());

@@ -24,7 +24,7 @@ namespace {
 namespace fs = std::filesystem;
 
 fs::path TempDir() { return testing::TranscriptTempDir(); }
-ModelConfig TinyConfig() { return testing::TinyTranscriptConfig(); }
+ModelConfig TinyConfig() { return testing::TinyByteModelConfig(); }
 // A random model as a GGUF file.
 std::string WriteModel(const fs::path& dir, uint64_t seed) {
   return testing::WriteRandomModel(dir, seed, WeightType::kQ4_1, "model" + std::to_string(seed) + ".gguf");

@@ -1,5 +1,5 @@
 // transcript_test_util.h — what the transcript tests share: a per-test temporary folder (removed when the test
-// binary exits), the tiny model they generate with, a random model written as a GGUF file, an Ed25519 key file, and
+// binary exits), a random model written as a GGUF file, an Ed25519 key file, and
 // the CPU engine + byte tokenizer + "be brief" system anchor they generate from.
 #pragma once
 
@@ -39,24 +39,10 @@ inline std::filesystem::path TranscriptTempDir() {
   return d;
 }
 
-inline ModelConfig TinyTranscriptConfig() {
-  ModelConfig c;
-  c.n_layers = 2;
-  c.d_model = 64;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.head_dim = 16;
-  c.d_ff = 128;
-  c.vocab_size = 259;
-  c.context_length = 512;
-  c.tied_embeddings = false;
-  return c;
-}
-
-// A random TinyTranscriptConfig model of `type` as a GGUF file in dir; returns its path.
+// A random TinyByteModelConfig model of `type` as a GGUF file in dir; returns its path.
 inline std::string WriteRandomModel(const std::filesystem::path& dir, uint64_t seed, WeightType type,
                                     const std::string& name) {
-  auto w = LlamaWeights::Random(TinyTranscriptConfig(), seed, type);
+  auto w = LlamaWeights::Random(TinyByteModelConfig(), seed, type);
   EXPECT_TRUE(w.ok());
   const std::vector<uint8_t> bytes = WriteGguf(*w);
   const std::string path = (dir / name).string();
