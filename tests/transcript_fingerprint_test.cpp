@@ -135,13 +135,7 @@ TEST(TranscriptFingerprintTest, MalformedFingerprintsJsonIsAnError) {
   FpRun r = Generate(33);
   const std::string good = r.t.ToJson();
   ASSERT_TRUE(Transcript::Parse(good).ok());
-  auto edit = [&](const std::string& from, const std::string& to) {
-    std::string s = good;
-    const size_t at = s.find(from);
-    EXPECT_NE(at, std::string::npos) << from;
-    if (at != std::string::npos) s.replace(at, from.size(), to);
-    return Transcript::Parse(s);
-  };
+  auto edit = [&](const std::string& from, const std::string& to) { return testing::ParseEdited(good, from, to); };
   auto expect_error = [](const Result<Transcript>& t, const std::string& word, const std::string& what) {
     EXPECT_FALSE(t.ok()) << what;
     if (t.ok()) return;

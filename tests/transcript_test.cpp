@@ -191,13 +191,7 @@ TEST(TranscriptTest, MalformedFilesAreErrors) {
   GenRun r = Generate("hi", 6);
   const std::string good = r.t.ToJson();
   ASSERT_TRUE(Transcript::Parse(good).ok());
-  auto edit = [&](const std::string& from, const std::string& to) {
-    std::string s = good;
-    const size_t at = s.find(from);
-    EXPECT_NE(at, std::string::npos) << from;
-    if (at != std::string::npos) s.replace(at, from.size(), to);
-    return Transcript::Parse(s);
-  };
+  auto edit = [&](const std::string& from, const std::string& to) { return testing::ParseEdited(good, from, to); };
   const std::string root = r.t.commits[0].root.Hex();
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"\"format\"", "\"formax\""},                       // missing field

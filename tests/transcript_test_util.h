@@ -1,6 +1,6 @@
 // transcript_test_util.h — what the transcript tests share: a per-test temporary folder (removed when the test
-// binary exits), a random model written as a GGUF file, an Ed25519 key file, and
-// the CPU engine + byte tokenizer + "be brief" system anchor they generate from.
+// binary exits), a random model written as a GGUF file, an Ed25519 key file, malformed transcripts, and the CPU
+// engine + byte tokenizer + "be brief" system anchor they generate from.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -20,6 +20,7 @@
 #include "fieldprint/engine.h"
 #include "fieldprint/llama_weights.h"
 #include "fieldprint/model_config.h"
+#include "fieldprint/transcript.h"
 
 namespace fp::testing {
 
@@ -60,6 +61,16 @@ inline std::string WriteEd25519Key(const std::filesystem::path& dir) {
   std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_file(path.c_str(), "w"), &BIO_free);
   EXPECT_EQ(PEM_write_bio_PrivateKey(bio.get(), key.get(), nullptr, nullptr, 0, nullptr, nullptr), 1);
   return path;
+}
+
+// Transcript::Parse of `json` with the first occurrence of `from` replaced by `to` (a test failure, and the
+// unedited text parsed, when `from` is absent): how the tests build malformed transcripts.
+inline Result<Transcript> ParseEdited(const std::string& json, const std::string& from, const std::string& to) {
+  std::string s = json;
+  const size_t at = s.find(from);
+  EXPECT_NE(at, std::string::npos) << from;
+  if (at != std::string::npos) s.replace(at, from.size(), to);
+  return Transcript::Parse(s);
 }
 
 // The model file loaded into a CPU engine (2 threads, page 8, 256 KV slots) with the byte tokenizer and the
