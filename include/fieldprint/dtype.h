@@ -1,5 +1,5 @@
 // fieldprint/dtype.h — element types and host-side bf16/f16 <-> f32 conversion.
-// defines: DType, DTypeSize, DTypeName, Bf16, F16, BitsToFloat helpers
+// defines: DType, DTypeSize, DTypeName, Bf16, F16, BitsToFloat helpers, F16ToFloatTable
 #pragma once
 
 #include <cstddef>
@@ -40,6 +40,9 @@ inline Bf16 FloatToBf16(float f) {
 
 float F16ToFloat(F16 h);
 F16 FloatToF16(float f);  // round to nearest even, overflow to inf, subnormals kept
+// [65536] F16ToFloat of every bit pattern, built once per process: one load instead of F16ToFloat's branches in
+// the hot loops that widen f16 (quantised weight scales, f16 KV).
+const float* F16ToFloatTable();
 
 // Reads element i of a buffer of type t as float.
 inline float LoadAsFloat(const void* base, DType t, size_t i) {

@@ -30,16 +30,6 @@ namespace {
 constexpr int kTile = 64;  // key positions per tile
 constexpr int kLane = 16;  // head_dim is padded to a multiple of this in scratch buffers
 
-// f16 -> f32 through a table: F16ToFloat is out of line and branchy, this is one load.
-const float* F16Table() {
-  static const std::vector<float> table = [] {
-    std::vector<float> t(65536);
-    for (uint32_t i = 0; i < 65536; ++i) t[i] = F16ToFloat(F16{static_cast<uint16_t>(i)});
-    return t;
-  }();
-  return table.data();
-}
-
 // dst[0..n) = widen(src[off .. off+n)); the dtype switch sits outside the loop.
 void Widen(const void* base, DType t, int64_t off, int64_t n, float* __restrict dst) {
   switch (t) {
@@ -59,7 +49,7 @@ void Widen(const void* base, DType t, int64_t off, int64_t n, float* __restrict 
       break;
     }
     case DType::kF16: {
-      const float* tab = F16Table();
+      const float* tab = F16ToFloatTable();  // F16ToFloat is out of line and branchy: one load instead
       const uint16_t* s = reinterpret_cast<const uint16_t*>(static_cast<const F16*>(base) + off);
       for (int64_t i = 0; i < n; ++i) dst[i] = tab[s[i]];
       break;

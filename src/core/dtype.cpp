@@ -1,6 +1,8 @@
 // IEEE binary16 conversion on the host (bf16 is inline in the header: it is a truncated f32).
 #include "fieldprint/dtype.h"
 
+#include <vector>
+
 namespace fp {
 
 const char* DTypeName(DType t) {
@@ -36,6 +38,15 @@ float F16ToFloat(F16 h) {
   float f;
   std::memcpy(&f, &u, 4);
   return f;
+}
+
+const float* F16ToFloatTable() {
+  static const std::vector<float> table = [] {
+    std::vector<float> t(65536);
+    for (uint32_t i = 0; i < 65536; ++i) t[i] = F16ToFloat(F16{static_cast<uint16_t>(i)});
+    return t;
+  }();
+  return table.data();
 }
 
 F16 FloatToF16(float f) {

@@ -23,16 +23,8 @@ namespace fp {
 
 namespace {
 
-// f16 -> f32 through a table: the scalar paths decode two scales per 32 elements, and F16ToFloat branches.
-const float* F16Table() {
-  static const std::vector<float> table = [] {
-    std::vector<float> t(65536);
-    for (uint32_t i = 0; i < 65536; ++i) t[i] = F16ToFloat(F16{static_cast<uint16_t>(i)});
-    return t;
-  }();
-  return table.data();
-}
-inline float H(uint16_t bits) { return F16Table()[bits]; }
+// f16 -> f32 through the shared table: the scalar paths decode two scales per 32 elements.
+inline float H(uint16_t bits) { return F16ToFloatTable()[bits]; }
 inline uint16_t ToH(float f) { return FloatToF16(f).bits; }
 
 // ---- dequantise ----
