@@ -8,16 +8,12 @@
 #include <vector>
 
 #include "fieldprint/kv_cache.h"
+#include "result_test_util.h"
 
 namespace fp {
 namespace {
 
-// Unwraps a Result in a test; an error fails the test (gtest reports the exception) instead of crashing.
-template <typename T>
-T Val(Result<T> r) {
-  if (!r.ok()) throw std::runtime_error(r.status().ToString());
-  return std::move(r).value();
-}
+using testing::Val;
 
 KvLayout SmallLayout(DType dtype = DType::kF32, int32_t blocks = 8) {
   KvLayout l;

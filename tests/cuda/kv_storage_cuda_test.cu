@@ -19,17 +19,14 @@
 
 #include "fieldprint/kv_cache.h"
 #include "cuda_test_util.h"
+#include "result_test_util.h"
 
 namespace fp {
 namespace {
 
 #define CUDA_OK(expr) ASSERT_EQ((expr), cudaSuccess) << #expr
 
-template <typename T>
-T Val(Result<T> r) {
-  if (!r.ok()) throw std::runtime_error(r.status().ToString());
-  return std::move(r).value();
-}
+using testing::Val;
 
 // A cudaMalloc'd byte buffer owned by the test.
 struct DevBytes {
