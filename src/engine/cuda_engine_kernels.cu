@@ -153,7 +153,7 @@ __global__ void SwiGluKernel(const float* gu, int64_t n, int ff, __nv_bfloat16* 
   if (idx >= n * ff) return;
   const int64_t t = idx / ff, i = idx % ff;
   const float g = gu[t * 2 * ff + GateUpRow(i, false)], u = gu[t * 2 * ff + GateUpRow(i, true)];
-  h[idx] = __float2bfloat16(g / (1.f + __expf(-g)) * u);
+  h[idx] = SwiGluBf16(g, u);
 }
 
 __global__ void ArgmaxKernel(const float* logits, int vocab, int32_t* out) {

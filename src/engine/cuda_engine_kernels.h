@@ -2,7 +2,7 @@
 // everything that is not a GEMM (cuBLAS) or attention (attention_cuda.h). Launchers enqueue on `stream` and
 // check the launch; preconditions (token ids in range, slot rows in the pool) are the caller's, checked on
 // the host before upload. Activations: residual stream f32, GEMM inputs bf16, GEMM outputs f32. defines:
-// LaunchEmbed, LaunchRmsNorm, LaunchRopeWriteKv, GateUpRow, LaunchSwiGlu, LaunchArgmax, LaunchRandomBf16,
+// LaunchEmbed, LaunchRmsNorm, LaunchRopeWriteKv, GateUpRow, SwiGluBf16, LaunchSwiGlu, LaunchArgmax, LaunchRandomBf16,
 //          LaunchFillF32, LaunchF32ToBf16, GemvSupported, LaunchGemvBf16, LaunchGemvSwiGluBf16 (cuda_gemv.cu),
 //          SkinnyGemmSupported, LaunchSkinnyGemm, LaunchSkinnyGemmSwiGlu (cuda_skinny_gemm.cu)
 // `pdl`: launch with programmatic dependent launch (cuda_pdl.cuh; the caller checks the device is sm_90+).
@@ -48,6 +48,14 @@ Status LaunchRopeWriteKv(const RopeWriteArgs& a, cudaStream_t stream, bool pdl =
 // The fused gate|up matrix [2*ff, d] interleaves tiles of 4 gate rows and 4 up rows (ff % 4 == 0), so the
 // skinny GEMM's 8-row tile holds both halves of 4 SwiGLU outputs: the row of gate i (up = false) or up i.
 __host__ __device__ constexpr int64_t GateUpRow(int64_t i, bool up) { return (i / 4) * 8 + (up ? 4 : 0) + i % 4; }
+
+// silu(gate) * up, the one expression every SwiGLU path (kernel, GEMV and skinny epilogues) uses, so the fused
+// paths are bit-identical to the separate kernel by construction.
+#ifdef __CUDACC__
+__device__ __forceinline__ __nv_bfloat16 SwiGluBf16(float gate, float up) {
+  return __float2bfloat16(gate / (1.f + __expf(-gate)) * up);
+}
+#endif
 
 // h[t, i] = bf16(silu(gate) * up), gate = gu[t, GateUpRow(i, false)], up = gu[t, GateUpRow(i, true)].
 // gu: [n, 2*ff] f32, h: [n, ff] bf16.

@@ -96,7 +96,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     __syncthreads();
     if (threadIdx.x < 4) {  // the same expression as the SwiGLU kernel: bit-identical to GEMV + SwiGLU
       const float g = tile[threadIdx.x], u = tile[threadIdx.x + 4];
-      h[4 * int64_t(blockIdx.x) + threadIdx.x] = __float2bfloat16(g / (1.f + __expf(-g)) * u);
+      h[4 * int64_t(blockIdx.x) + threadIdx.x] = SwiGluBf16(g, u);
     }
   } else {
 #pragma unroll

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 
+#include "engine/cuda_engine_kernels.h"
 #include "engine/cuda_pdl.cuh"
 
 namespace fp::cuda_engine {
@@ -177,7 +178,7 @@ __global__ void __launch_bounds__(W * 32, MINB) SkinnyGemmKernel(const SkinnyArg
         if (eq >= 2) continue;
         const float gate = sum[e], up = sum[e + 2 * 4];  // lane + 2: 8 floats further
         const int f = (row_base + r * 8) / 2 + 2 * eq + (j & 1);
-        a.h[int64_t{t} * (a.out / 2) + f] = __float2bfloat16(gate / (1.f + __expf(-gate)) * up);
+        a.h[int64_t{t} * (a.out / 2) + f] = SwiGluBf16(gate, up);
       }
     }
     __syncthreads();  // `red` is reused by the next pass
