@@ -18,9 +18,10 @@
 // between kernels, the attention split chosen per step (split_tokens = -1). --variants adds "off/<tuning>" rows,
 // each changing choices on the same engine; tuning = '+'-joined tokens:
 //   eager (no graph), nogemv (cuBLAS at B = 1 too), skinny (the skinny tensor-core GEMM + fused SwiGLU for
-//   2 <= B <= 64), fixed (the kernel's fixed default split), nopdl (no programmatic dependent launch), det
+//   2 <= B <= 64), fixed (the kernel's fixed default split), nopdl (no programmatic dependent launch),
+//   noattnpdl (the attention kernel without it), sepmerge (the split-KV merge as its own kernel), det
 //   (batch_invariant mode: cuBLAS on 64-row blocks for every GEMM, attention split fixed at 512: the cost of
-//   determinism, issue #7; det+skinny: the skinny GEMM instead; det+s256: split 256).
+//   determinism, issue #7; det+skinny: the skinny GEMM instead); s128 .. s8192: that fixed attention split.
 // --model FILE.gguf runs the same rows on a real model's weights (SmolLM2-135M-Instruct: its Q4_1 file dequantised
 // to bf16 on upload) instead of the random Llama-3-8B.
 // Usage: bench_e2e [--batches 1,16,64] [--ctx 4096] [--steps 64] [--full-steps 3] [--layers 32] [--variants]
@@ -284,7 +285,7 @@ int main(int argc, char** argv) {
     else if (a == "--layers") layers = std::stoi(next());
     else if (a == "--model") model_path = next();
     else if (a == "--variants") {
-      for (const char* v : {"off/nopdl", "off/nogemv", "off/skinny", "off/det", "off/det+skinny"}) {
+      for (const char* v : {"off/nopdl", "off/sepmerge+noattnpdl", "off/nogemv", "off/skinny", "off/det", "off/det+skinny"}) {
         modes.emplace_back(v);
       }
     } else if (a == "--json") json_path = next();
@@ -377,8 +378,13 @@ int main(int argc, char** argv) {
       tu.decode_graphs = !has("eager");
       tu.gemv_max_batch = has("nogemv") ? 0 : 1;
       tu.skinny_max_batch = has("skinny") ? 64 : 0;
-      tu.split_tokens = has("fixed") ? 0 : (has("s256") ? 256 : -1);
+      tu.split_tokens = has("fixed") ? 0 : -1;
+      for (int sp : {128, 256, 512, 1024, 2048, 4096, 8192}) {
+        if (has(("s" + std::to_string(sp)).c_str())) tu.split_tokens = sp;
+      }
       tu.pdl = !has("nopdl");
+      tu.attention_pdl = !has("noattnpdl");
+      tu.fused_merge = !has("sepmerge");
       tu.batch_invariant = has("det");
       if (has("det") && has("skinny")) tu.batch_invariant_gemm = fp::CudaEngineOptions::InvariantGemm::kSkinny;
       e.SetDecodeTuning(tu);
@@ -461,10 +467,13 @@ int main(int argc, char** argv) {
         notes += (notes.empty() ? "" : "; ") + std::string(graphs ? "graph" : "eager") +
                  (tu.batch_invariant ? std::string("+batch-invariant(") +
                                            (has("skinny") ? "skinny GEMM" : "cuBLAS on 64-row blocks") + ", split " +
-                                           (has("s256") ? "256" : "512") + ")"
+                                           std::to_string(split > 0 ? split : 512) + ")"
                                      : std::string(gemv ? "+gemv<=1" : "") +
                                            (tu.skinny_max_batch ? "+skinny<=64" : "") + "+cublas") +
-                 (tu.pdl ? "+pdl" : "") + (split == 0 ? "+fixed-split" : "+split-per-step") + ", " +
+                 (tu.pdl ? (tu.attention_pdl ? "+pdl" : "+pdl(not attention)") : "") +
+                 (tu.fused_merge ? "+fused-merge" : "+merge-kernel") +
+                 (split == 0 ? "+fixed-split" : split > 0 ? "+split-" + std::to_string(split) : "+split-per-step") +
+                 ", " +
                  std::to_string(stats1.graph_captures - stats0.graph_captures) + " captures";
       }
       const Stats sm = Summarise(times);

@@ -49,7 +49,7 @@ Variant V() {
               (DB ? "" : " nodb"),
           [](const ce::SkinnyArgs& a, cudaStream_t st) {
             const dim3 grid((a.out + 8 * NR - 1) / (8 * NR));
-            CK(ce::LaunchKernel(false, ce::SkinnyGemmKernel<MT, NR, ce::Epilogue::kStore, W, U, C, MB, DB>,
+            CK(fp::LaunchKernel(false, ce::SkinnyGemmKernel<MT, NR, ce::Epilogue::kStore, W, U, C, MB, DB>,
                                 grid, dim3(W * 32), 0, st, a));
           }};
 }

@@ -42,6 +42,16 @@ struct DecodeOptions {
   // host batch before each replay. Splits past a sequence's length are empty and merge with weight 0; the result
   // is bit-identical to a plan cut for the exact lengths (test CapacityPlanMatchesExactPlan).
   int max_kv_len = 0;
+  // Split-KV merge inside the decode kernel (the CTA finishing a row block's last split merges; no merge kernel
+  // and no launch gap after the attention) or, when false, by a merge kernel after it. Same bits either way.
+  bool fused_merge = true;
+  // Launch with programmatic dependent launch (needs compute capability >= 9.0): the kernel may start while the
+  // previous one drains, lets the next kernel launch at once, and waits for the previous one before reading q or
+  // the LAST n_q KV rows of each sequence (the step's new tokens); older rows (positions < kv_len - n_q) and the
+  // anchor it may read before that wait, so the previous kernel must not write them. The uploaded batch arrays
+  // must be complete before the previous kernel starts (a copy earlier in the stream). For callers whose kernels
+  // follow the same contract (core/cuda_pdl.cuh): the engine.
+  bool pdl = false;
 };
 
 // The tuned defaults per (head_dim, group), measured in bench/cuda/bench_decode.cu --sweep (docs/kernel-spec.md).

@@ -38,9 +38,10 @@ struct CudaEngineOptions {
   int32_t max_batch = 16;       // sequences per DecodeStep
   int32_t max_chunk = 256;      // prefill tokens per forward chunk (bounds scratch memory)
   // Decode split-KV size: >= 64 fixed, 0 = the kernel's tuned default (both batch-invariant attention), -1 =
-  // chosen per step to give the GPU ~2 CTAs per SM (a power of two from B and the longest length, 256 .. the
-  // default): needed when B x length is small (B = 1 at 4k tokens is 8 CTAs at the default); attention bits then
-  // depend on the batch (the GEMMs' already do: GEMV for B <= gemv_max_batch, cuBLAS above).
+  // chosen per step from B and the longest length (512 while that gives at most ~8 CTAs per SM, else a power of
+  // two giving ~2 per SM, up to the default; measured, cuda_engine.cu DecodeSplit): needed when B x length is
+  // small (B = 1 at 4k tokens is 8 CTAs at the default); attention bits then depend on the batch (the GEMMs'
+  // already do: GEMV for B <= gemv_max_batch, cuBLAS above).
   int32_t split_tokens = -1;
   float gamma = 0.f;            // log-bias on anchor logits, every head
   std::vector<float> gamma_per_head;  // [n_heads] per-head log-bias; non-empty: replaces gamma
@@ -52,6 +53,10 @@ struct CudaEngineOptions {
   int32_t gemv_max_batch = 1;
   int32_t skinny_max_batch = 0;
   bool pdl = true;  // programmatic dependent launch between a step's kernels (sm_90+; ignored on older GPUs)
+  // The decode attention kernel with PDL too (when pdl is on), and its split-KV merge fused into it
+  // (DecodeOptions::fused_merge; off: a merge kernel after it). Attention bits are the same either way.
+  bool attention_pdl = true;
+  bool fused_merge = true;
   // Batch-invariant (deterministic) mode: every GEMM of every step runs one fixed configuration whatever the
   // token count (batch_invariant_gemm), and attention always runs the decode kernel (prefill chunks as
   // multi-query decode) with a fixed split size (split_tokens if >= 64, the kernel default for 0, 512 for -1).
@@ -102,6 +107,12 @@ class CudaLlama {
   // logits of the last n_logits of them into logits [n_logits, vocab] on the host. Synchronises the stream.
   // On any error the sequence keeps its old length.
   Status Forward(SeqId seq, std::span<const int32_t> tokens, int32_t n_logits, std::vector<float>* logits);
+  // Forward that returns, instead of logits, the greedy pick of each of the last n_ids rows, computed on the device
+  // (n_ids ints cross the bus, not [n_ids, vocab] floats): ids [n_ids], exactly Sampler::Sample's greedy choice of
+  // that row's logits (lowest id among the maxima), or -1 where Sample would refuse the row (a NaN or +inf logit,
+  // or every logit -inf). Synchronises; on error the sequence keeps its old length. The replay of greedy
+  // transcripts (transcript_cuda.cpp).
+  Status ForwardGreedy(SeqId seq, std::span<const int32_t> tokens, int32_t n_ids, std::vector<int32_t>* ids);
   // Forward without logits that returns the final hidden states (after the final RMSNorm, kept f32: the LM
   // head's input before its bf16 rounding) of the tokens at hidden_rows (indices into tokens, strictly
   // increasing) into hidden [hidden_rows.size(), d_model] on the host. Synchronises; on error the sequence keeps
@@ -119,7 +130,7 @@ class CudaLlama {
   struct DecodeTuning {
     bool decode_graphs = true;
     int32_t gemv_max_batch = 1, skinny_max_batch = 0, split_tokens = -1;
-    bool pdl = true, batch_invariant = false;
+    bool pdl = true, batch_invariant = false, attention_pdl = true, fused_merge = true;
     CudaEngineOptions::InvariantGemm batch_invariant_gemm = CudaEngineOptions::InvariantGemm::kCublasPadded;
   };
   // Replaces those fields of options() (an invalid split_tokens or threshold is ignored, batch_invariant is
@@ -133,6 +144,16 @@ class CudaLlama {
   Status DecodeLogits(std::span<const SeqId> seqs, std::span<const int32_t> tokens, std::vector<float>* logits);
   // DecodeStep + greedy next token per sequence (argmax on the device, B ints to the host; synchronises).
   Status DecodeGreedy(std::span<const SeqId> seqs, std::span<const int32_t> tokens, std::vector<int32_t>* next);
+
+  // One-time process and engine start-up work, done before anything is timed: runs a 1-token anchor, a 1-token
+  // prefill with its device argmax and (page_size >= 2) one decode step with its argmax on a scratch sequence, so
+  // lazy module loading, cuBLAS's first calls and the first launch of every kernel of those paths (in this
+  // engine's mode) are paid here and not by the first timed anchor / prefill / decode. Afterwards the engine is as
+  // before: the scratch page's KV bytes restored, the block pool's free list and refcounts, the captured decode
+  // graphs, the eager plan and the decode counters unchanged (checked: Internal otherwise); only the next SeqId
+  // has advanced (ids are opaque handles). Needs one free KV page. Synchronises. Not in FromWeights/Random:
+  // tests compare a warmed engine with a fresh one, and benchmarks of cold starts stay possible.
+  Status Warmup();
 
   struct Impl;
   CudaLlama(std::unique_ptr<Impl> impl, PrivateTag);  // use FromWeights() / Random()

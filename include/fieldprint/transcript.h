@@ -151,6 +151,14 @@ struct ReplayReport {
   int32_t proofs_checked = 0;
   int32_t tokens_resampled = 0;
   double replay_seconds = 0.0;  // anchor + prefill + hashing + re-sampling (not the model load)
+  // Where replay_seconds went (exact replays; each phase ends synchronised with its device): the anchor's prefill,
+  // the teacher-forced prefill with its logits (or device greedy ids) to the host, page / anchor hashing, and the
+  // host checks (commit trees, token re-sampling). The CUDA replay excludes engine creation, CudaLlama::Warmup and
+  // the GPU hasher's creation (start-up work; VerifyTranscript does them before the clock starts).
+  double anchor_seconds = 0.0, forward_seconds = 0.0, hash_seconds = 0.0, check_seconds = 0.0;
+  // The tokens were checked against greedy picks computed on the device (CudaLlama::ForwardGreedy: greedy
+  // sampler, CUDA replay) instead of logits re-sampled on the host.
+  bool device_argmax = false;
   // Tolerant mode.
   int32_t blocks_checked = 0;
   int64_t first_bad_block = -1;

@@ -3,9 +3,10 @@
 // Plan (host): validate with ValidateAttention on the host copies of the batch arrays, then cut each sequence
 // into work items (sequence, kv head, split, block of <= 16 query rows). Splits have a FIXED size in paged
 // tokens, so a sequence's items depend only on its own (kv_len, n_q) and the anchor length, and one kernel serves
-// every row count: its result is bit-identical whatever batch it is in. Items (longest first) and the merge list
-// go into one workspace. Run: re-checks that the tensors match the plan, launches the decode kernel and, when a
-// sequence has several splits, the merge kernel (attention_merge.cu). Graph mode (max_kv_len > 0) cuts the items
+// every row count: its result is bit-identical whatever batch it is in. Items (longest first), the merge list and
+// the fused-merge counters go into one workspace. Run: re-checks that the tensors match the plan, launches the
+// decode kernel (which merges a split sequence's partials itself) or, with fused_merge off, the decode kernel and
+// the merge kernel (attention_merge.cu). Graph mode (max_kv_len > 0) cuts the items
 // for a fixed capacity and lets the kernel read the lengths from the device; Update() validates each new batch.
 #include <algorithm>
 #include <cmath>
@@ -93,6 +94,7 @@ DecodeConfig DefaultDecodeConfig(int head_dim, int group) {
 struct AttentionDecodePlan::Impl {
   Signature sig{};
   int split_tokens = 0, warps = 4;
+  bool pdl = false;
   std::vector<int32_t> q_indptr;  // [num_seqs + 1] the planned query offsets
   std::vector<int32_t> cap_lens;  // [num_seqs] the planned lengths (max_kv_len in graph mode)
   struct Range {
@@ -108,6 +110,8 @@ struct AttentionDecodePlan::Impl {
   MergeItem* d_merges = nullptr;  // [merges]
   float* d_partial_o = nullptr;   // [partial_rows, Hq, d]
   float* d_partial_lse = nullptr; // [partial_rows, Hq]
+  uint32_t* d_merge_counters = nullptr;  // [merge_slots] fused-merge arrivals, zeroed once here
+  int32_t merge_slots = 0;
   uint32_t p_magic = 0, p_shift = 0;
 };
 
@@ -172,6 +176,13 @@ Result<AttentionDecodePlan> AttentionDecodePlan::Create(const AttentionParams& p
   impl->sig = SignatureOf(p);
   impl->split_tokens = split;
   impl->warps = warps;
+  if (options.pdl) {
+    int dev = 0, major = 0;
+    FP_CUDA_RETURN_IF_ERROR(cudaGetDevice(&dev));
+    FP_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    if (major < 9) return InvalidArgument("decode: pdl needs compute capability >= 9.0");
+  }
+  impl->pdl = options.pdl;
   if (hb.q_indptr != nullptr) impl->q_indptr.assign(hb.q_indptr, hb.q_indptr + hb.num_seqs + 1);
   {  // pos / P by multiply-shift (Granlund-Montgomery), exact for pos < 2^31
     uint32_t l = 0;
@@ -214,13 +225,15 @@ Result<AttentionDecodePlan> AttentionDecodePlan::Create(const AttentionParams& p
       base = impl->partial_rows;
       impl->partial_rows += int64_t{ns} * nq;
       if (impl->partial_rows > INT32_MAX / 2) return ResourceExhausted("decode: too many split partials");
-      for (int32_t j = 0; j < nq; ++j) {
+      for (int32_t j = 0; j < nq && !options.fused_merge; ++j) {
         impl->merges.push_back({q0 + j, static_cast<int32_t>(base + j), nq, ns});
       }
     }
     const int64_t rows = G * nq;
     for (int64_t r0 = 0; r0 < rows; r0 += decode::kMaxRows) {
       for (int64_t h = 0; h < p.num_kv_heads(); ++h) {
+        // One fused-merge slot per (sequence, kv head, row block) of a split sequence.
+        const int32_t slot = ns > 1 && options.fused_merge ? impl->merge_slots++ : -1;
         for (int k = 0; k < ns; ++k) {
           WorkItem w{};
           w.seq = s;
@@ -233,6 +246,9 @@ Result<AttentionDecodePlan> AttentionDecodePlan::Create(const AttentionParams& p
           w.kv_len = L;  // the kernel clamps the device length to this
           w.partial_base = ns > 1 ? static_cast<int32_t>(base + int64_t{k} * nq) : -1;
           w.rows_class = RowsClass(static_cast<int>(std::min<int64_t>(decode::kMaxRows, rows - r0)));
+          w.merge_slot = slot;
+          w.merge_base = static_cast<int32_t>(base);
+          w.num_splits = ns;
           all.push_back(w);
         }
       }
@@ -252,12 +268,13 @@ Result<AttentionDecodePlan> AttentionDecodePlan::Create(const AttentionParams& p
   }
   impl->items = std::move(all);
 
-  // ---- workspace: [items | merges | partial_o | partial_lse] ----
+  // ---- workspace: [items | merges | partial_o | partial_lse | merge counters] ----
   const size_t items_b = AlignUp(impl->items.size() * sizeof(WorkItem));
   const size_t merges_b = AlignUp(impl->merges.size() * sizeof(MergeItem));
   const size_t po_b = AlignUp(static_cast<size_t>(impl->partial_rows * p.num_q_heads() * p.head_dim()) * 4);
   const size_t pl_b = AlignUp(static_cast<size_t>(impl->partial_rows * p.num_q_heads()) * 4);
-  auto ws = DeviceBuffer::Allocate(items_b + merges_b + po_b + pl_b);
+  const size_t mc_b = AlignUp(static_cast<size_t>(impl->merge_slots) * 4);
+  auto ws = DeviceBuffer::Allocate(items_b + merges_b + po_b + pl_b + mc_b);
   if (!ws.ok()) return ws.status();
   impl->ws = std::move(ws.value());
   auto* base = static_cast<unsigned char*>(impl->ws.get());
@@ -266,6 +283,11 @@ Result<AttentionDecodePlan> AttentionDecodePlan::Create(const AttentionParams& p
     impl->d_merges = reinterpret_cast<MergeItem*>(base + items_b);
     impl->d_partial_o = reinterpret_cast<float*>(base + items_b + merges_b);
     impl->d_partial_lse = reinterpret_cast<float*>(base + items_b + merges_b + po_b);
+    impl->d_merge_counters = reinterpret_cast<uint32_t*>(base + items_b + merges_b + po_b + pl_b);
+    if (impl->merge_slots > 0) {
+      FP_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(impl->d_merge_counters, 0, static_cast<size_t>(impl->merge_slots) * 4,
+                                              stream));
+    }
     if (!impl->items.empty()) {
       FP_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(impl->d_items, impl->items.data(), impl->items.size() * sizeof(WorkItem),
                                               cudaMemcpyHostToDevice, stream));
@@ -305,6 +327,7 @@ Status AttentionDecodePlan::Run(const AttentionParams& p, cudaStream_t stream) c
   a.kv_lens = p.batch.kv_lens;
   a.partial_o = im.d_partial_o;
   a.partial_lse = im.d_partial_lse;
+  a.merge_counters = im.d_merge_counters;
   a.max_blocks = p.batch.max_blocks_per_seq;
   a.Hq = static_cast<int32_t>(p.num_q_heads());
   a.Hkv = static_cast<int32_t>(p.num_kv_heads());
@@ -319,7 +342,7 @@ Status AttentionDecodePlan::Run(const AttentionParams& p, cudaStream_t stream) c
   const int d = static_cast<int>(p.head_dim());
   for (const auto& r : im.ranges) {
     a.items = im.d_items + r.first;
-    FP_RETURN_IF_ERROR(decode::LaunchDecode(a, bf16, d, im.warps, r.rows_class, r.count, stream));
+    FP_RETURN_IF_ERROR(decode::LaunchDecode(a, bf16, d, im.warps, r.rows_class, r.count, im.pdl, stream));
   }
   if (!im.merges.empty()) {
     decode::MergeArgs m{};

@@ -28,9 +28,15 @@ struct WorkItem {
   int32_t kv_len;        // planned paged length (max_kv_len in graph mode): clamps the device length
   int32_t partial_base;  // -1: write o/lse directly; else partial row set (partial_base + j) of the split
   int32_t rows_class;    // reserved (one kernel serves every block of <= 16 rows)
-  int32_t pad_[2];
+  // Fused merge (DecodeOptions::fused_merge): the last of the num_splits items of this (sequence, kv head, row
+  // block) to finish merges them; merge_slot indexes its arrival counter, -1 when a merge kernel does it (or no
+  // merge is needed). merge_base is split 0's partial row set: split k's is merge_base + k * n_q.
+  int32_t merge_slot;
+  int32_t merge_base;
+  int32_t num_splits;
+  int32_t pad_[3];
 };
-static_assert(sizeof(WorkItem) == 48);
+static_assert(sizeof(WorkItem) == 64);
 
 // One query token of a split sequence: merge its ns partial results, split k at row set (base + k * stride).
 struct MergeItem {
@@ -55,6 +61,7 @@ struct DecodeArgs {
   const WorkItem* items;       // [num_items] of this launch
   float* partial_o;            // [partial_rows, Hq, d] fp32, normalised per split
   float* partial_lse;          // [partial_rows, Hq] log2 domain
+  uint32_t* merge_counters;    // [merge slots] arrivals per fused merge; 0 between launches (the last resets)
   int64_t max_blocks;
   int32_t Hq, Hkv, G, A, P;
   uint32_t p_magic, p_shift;   // pos / P == (umulhi(pos, magic) + pos) >> shift, pos < 2^31
@@ -72,8 +79,9 @@ struct MergeArgs {
 };
 
 // Launchers (each checks cudaGetLastError after its launch).
+// pdl: programmatic dependent launch (core/cuda_pdl.cuh; the caller checks the device is sm_90+).
 Status LaunchDecode(const DecodeArgs& args, int dtype_is_bf16, int head_dim, int warps, int rows_class,
-                    int num_items, cudaStream_t stream);
+                    int num_items, bool pdl, cudaStream_t stream);
 // Dynamic shared memory the decode kernel needs for (head_dim, warps).
 int DecodeSmemBytes(int head_dim, int warps);
 Status LaunchDecodeMerge(const MergeArgs& args, int dtype_is_bf16, int num_merge, cudaStream_t stream);

@@ -14,6 +14,10 @@
 // - Online softmax in fp32, log2 domain (scale*log2 e applied to S), per warp; anchor tokens are simply the first
 //   combined indices with gamma*log2 e added; causal limits per row. The 4 warps merge through shared memory in
 //   a fixed order (deterministic), then o/lse (one split) or the split's partial (several splits) is written.
+// - Fused merge (default): the CTA that finishes a row block's last split merges the splits' partials
+//   (MergeSplitsRow), so no merge kernel (and no launch gap before the next kernel) follows.
+// - PDL-ready: lets the next kernel launch at once, issues the first KV steps whose rows predate the step before
+//   waiting (griddepcontrol.wait) for the previous kernel, and reads q and this step's KV rows only after it.
 // The first version (CUDA cores, a butterfly per logit) issued ~130 warp instructions per token and stalled at
 // ~60% of the copy bandwidth: issue-bound. This one issues roughly a tenth of that per token.
 #pragma once
@@ -25,6 +29,7 @@
 #include <type_traits>
 
 #include "attention/attention_decode_internal.h"
+#include "core/cuda_pdl.cuh"
 
 namespace fp::decode {
 
@@ -53,6 +58,58 @@ __device__ __forceinline__ uint2 Pack4<__half>(float a, float b, float c, float 
   memcpy(&r.x, &x, 4);
   memcpy(&r.y, &y, 4);
   return r;
+}
+
+// Split-KV merge of one (query token, head) row by one warp: split k's normalised o [d] and log2 sum-exp sit at
+// partial row (base + k * stride); writes o_row [d] and, when lse is non-null, *lse (natural log).
+//   o = sum_k 2^(lse_k - M) o_k / sum_k 2^(lse_k - M),  lse = (M + log2 sum_k 2^(lse_k - M)) * ln 2
+// The lanes load 32 splits' lse at once (max and weights by shuffles); lane l owns dims [4l, 4l + 4) and sums
+// the splits' partials with the loads issued back to back. The order is fixed (splits ascending for o, a fixed
+// shuffle tree for the weights' sum), so the result depends only on the row's own splits (batch invariance)
+// and is the same bits in the merge kernel and in the decode kernel's fused merge. Loads bypass L1 (__ldcg):
+// in the fused merge, other CTAs of the running grid wrote them.
+template <typename T>
+__device__ __forceinline__ void MergeSplitsRow(const float* partial_o, const float* partial_lse, int Hq, int d,
+                                               int base, int stride, int ns, int h, T* o_row, float* lse) {
+  const int lane = threadIdx.x & 31, x = lane * 4;
+  const bool has_x = x < d;
+  auto lse_of = [&](int k) { return __ldcg(partial_lse + int64_t(base + k * stride) * Hq + h); };
+  float M = -INFINITY;
+  for (int k0 = 0; k0 < ns; k0 += 32) {
+    if (k0 + lane < ns) M = fmaxf(M, lse_of(k0 + lane));
+  }
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, off));
+  float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
+  float L = 0.f;
+  if (M != -INFINITY) {
+    for (int k0 = 0; k0 < ns; k0 += 32) {
+      const float wk = k0 + lane < ns ? Exp2(lse_of(k0 + lane) - M) : 0.f;
+      L += wk;
+      const int kn = min(32, ns - k0);
+#pragma unroll 8
+      for (int j = 0; j < kn; ++j) {
+        const float w = __shfl_sync(0xffffffffu, wk, j);
+        if (has_x) {
+          const int64_t prow = int64_t(base + (k0 + j) * stride) * Hq + h;
+          const float4 v = *reinterpret_cast<const float4*>(partial_o + prow * d + x);
+          o.x += w * v.x;
+          o.y += w * v.y;
+          o.z += w * v.z;
+          o.w += w * v.w;
+        }
+      }
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) L += __shfl_xor_sync(0xffffffffu, L, off);
+    const float inv = 1.f / L;
+    o.x *= inv;
+    o.y *= inv;
+    o.z *= inv;
+    o.w *= inv;
+  }
+  if (has_x) *reinterpret_cast<uint2*>(o_row + x) = Pack4<T>(o.x, o.y, o.z, o.w);
+  if (lse != nullptr && lane == 0) *lse = M == -INFINITY ? -INFINITY : (M + __log2f(L)) * 0.6931471805599453f;
 }
 
 __device__ __forceinline__ uint64_t L2Policy(bool evict_last) {
@@ -144,6 +201,10 @@ __global__ void __launch_bounds__(W * 32, kMinBlocks<D, W>) DecodeKernel(const _
   static_assert(kW * kMaxRows * D * 4 + 2 * kW * kMaxRows * 4 <= Tl::kSmemBytes, "reduction must fit in the rings");
   extern __shared__ __align__(128) unsigned char smem[];
 
+  // PDL (no-ops without it): the next kernel may launch now; this one waits (below) for the previous kernel
+  // before it reads q or a KV row that step wrote. Readable before the wait: the plan's items, the uploaded batch
+  // arrays (kv_lens, block table: copies precede every kernel of the step) and the KV rows that existed before
+  // the step (the anchor, paged positions < kv_len - n_q).
   WorkItem it = a.items[blockIdx.x];
   // The length comes from the device batch (graph replay: same items, longer sequences), clamped to the planned
   // one so no device value can index past the block-table row; the range ends at the sequence's last token.
@@ -152,30 +213,6 @@ __global__ void __launch_bounds__(W * 32, kMinBlocks<D, W>) DecodeKernel(const _
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
   const int kvh = it.kv_head, G = a.G, Hq = a.Hq, A = a.A;
   const int rows_total = G * it.n_q;
-
-  // ---- Q fragments (rows g and g+8 of this block; zero for rows past the block) and per-row limits ----
-  uint32_t qf[kKS][4];
-  int climit[2];
-  float gbias[2];
-#pragma unroll
-  for (int h2 = 0; h2 < 2; ++h2) {
-    const int rr = it.row0 + g + 8 * h2;
-    climit[h2] = it.end - 1;
-    gbias[h2] = 0.f;
-    const T* qrow = nullptr;
-    if (rr < rows_total) {
-      const int j = rr / G, head = kvh * G + rr % G;
-      qrow = static_cast<const T*>(a.q) + (int64_t(it.q_start + j) * Hq + head) * D;
-      const int last = A + (a.causal ? it.kv_len - it.n_q + j : it.kv_len - 1);
-      climit[h2] = min(climit[h2], last);
-      if (a.gamma != nullptr) gbias[h2] = a.gamma[head] * 1.4426950408889634f;
-    }
-#pragma unroll
-    for (int ks = 0; ks < kKS; ++ks) {
-      qf[ks][h2] = qrow ? *reinterpret_cast<const uint32_t*>(qrow + ks * 16 + 2 * t) : 0u;
-      qf[ks][h2 + 2] = qrow ? *reinterpret_cast<const uint32_t*>(qrow + ks * 16 + 8 + 2 * t) : 0u;
-    }
-  }
 
   // ---- addressing ----
   // Lane l < 16 resolves token l of a step to the byte address of its K row (chunk 0) and broadcasts it; the
@@ -237,9 +274,49 @@ __global__ void __launch_bounds__(W * 32, kMinBlocks<D, W>) DecodeKernel(const _
   for (int nt = 0; nt < D / 8; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.f;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};  // l: this lane's partial sum (reduced at the end)
 
+  // Pipeline prologue: the leading steps whose rows all predate this step are issued before the PDL wait (they
+  // stream while the previous kernel finishes), the rest after it; one commit group per stage either way.
+  const int old_end = A + max(0, it.kv_len - it.n_q);  // combined index of the first row this step wrote
   load_pid(0);
+  int early = 0;
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
+    if (early == s && s < nsteps && step_base(s) + kStep <= old_end) {
+      issue(s);
+      load_pid(s + 1);
+      CpAsyncCommit();
+      ++early;
+    }
+  }
+  PdlWait();
+  PdlLaunchDependents();
+  // ---- Q fragments (rows g and g+8 of this block; zero for rows past the block) and per-row limits ----
+  uint32_t qf[kKS][4];
+  int climit[2];
+  float gbias[2];
+#pragma unroll
+  for (int h2 = 0; h2 < 2; ++h2) {
+    const int rr = it.row0 + g + 8 * h2;
+    climit[h2] = it.end - 1;
+    gbias[h2] = 0.f;
+    const T* qrow = nullptr;
+    if (rr < rows_total) {
+      const int j = rr / G, head = kvh * G + rr % G;
+      qrow = static_cast<const T*>(a.q) + (int64_t(it.q_start + j) * Hq + head) * D;
+      const int last = A + (a.causal ? it.kv_len - it.n_q + j : it.kv_len - 1);
+      climit[h2] = min(climit[h2], last);
+      if (a.gamma != nullptr) gbias[h2] = a.gamma[head] * 1.4426950408889634f;
+    }
+#pragma unroll
+    for (int ks = 0; ks < kKS; ++ks) {
+      qf[ks][h2] = qrow ? *reinterpret_cast<const uint32_t*>(qrow + ks * 16 + 2 * t) : 0u;
+      qf[ks][h2 + 2] = qrow ? *reinterpret_cast<const uint32_t*>(qrow + ks * 16 + 8 + 2 * t) : 0u;
+    }
+  }
+
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < early) continue;
     if (s < nsteps) issue(s);
     load_pid(s + 1);
     CpAsyncCommit();
@@ -377,6 +454,31 @@ __global__ void __launch_bounds__(W * 32, kMinBlocks<D, W>) DecodeKernel(const _
       const int64_t prow = int64_t(it.partial_base + j) * Hq + head;
       *reinterpret_cast<float4*>(a.partial_o + prow * D + x) = acc;
       if (x == 0) a.partial_lse[prow] = lse2;
+    }
+  }
+
+  // ---- fused split-KV merge: the last split of this (sequence, kv head, row block) to finish merges them ----
+  // Threadfence-reduction pattern: every thread fences its partial writes, one thread counts the arrival; the
+  // CTA that completes the count reads the other splits' partials from L2 and resets the counter for the next
+  // launch. Which CTA arrives last changes nothing: MergeSplitsRow reads the splits in a fixed order.
+  if (it.merge_slot >= 0) {
+    __shared__ int s_last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      const uint32_t arrived = atomicAdd(a.merge_counters + it.merge_slot, 1u) + 1u;
+      s_last = arrived == uint32_t(it.num_splits);
+      if (s_last) a.merge_counters[it.merge_slot] = 0u;
+    }
+    __syncthreads();
+    if (!s_last) return;
+    __threadfence();
+    const int rows = min(kMaxRows, rows_total - it.row0);
+    for (int r = warp; r < rows; r += kW) {
+      const int rr = it.row0 + r, j = rr / G, head = kvh * G + rr % G;
+      const int64_t orow = int64_t(it.q_start + j) * Hq + head;
+      MergeSplitsRow<T>(a.partial_o, a.partial_lse, Hq, D, it.merge_base + j, it.n_q, it.num_splits, head,
+                        static_cast<T*>(a.o) + orow * D, a.lse != nullptr ? a.lse + orow : nullptr);
     }
   }
 }

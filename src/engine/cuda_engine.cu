@@ -1,17 +1,19 @@
 // engine/cuda_engine.cu — CudaLlama: host orchestration of the CUDA forward (design in cuda_engine.h).
 //
 // A step (prefill chunk or batched decode) is: Reserve slots in the KvCache (copy-on-write copies on our stream),
-// upload the step's small host arrays (tokens, positions, slot rows, batch metadata) into fixed device buffers,
+// upload the step's small host arrays (tokens, positions, slot rows, batch metadata) into one fixed device block
+// (one copy from pinned staging),
 // then enqueue the per-layer work (EnqueueLayers: no uploads, no host waits, so cuda_engine_decode.cu can capture
 // it into a CUDA graph). Device buffers are sized once for max(max_batch, max_chunk) tokens so no step allocates,
 // except an eager decode step's attention plan. GEMMs take bf16 operands with fp32 compute and output: the GEMV
 // kernel (cuda_gemv.cu) for n <= gemv_max_batch tokens, the skinny tensor-core GEMM (cuda_skinny_gemm.cu) for
 // n <= skinny_max_batch, else cuBLAS with CUBLAS_GEMM_DEFAULT on a fixed shape, which cuBLAS runs
 // deterministically on one GPU model (but not batch-invariantly: batch_invariant mode uses the skinny GEMM for
-// every n). Kernels other than attention and cuBLAS are launched with PDL on sm_90+ (cuda_pdl.cuh).
+// every n). Kernels other than cuBLAS and the prefill attention are launched with PDL on sm_90+ (core/cuda_pdl.cuh).
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstring>
 #include <string>
 
 #include "engine/cuda_engine_impl.h"
@@ -126,13 +128,18 @@ Status CudaLlama::Impl::Init(const ModelConfig& config, const CudaEngineOptions&
   FP_ALLOC(logits, float, t * vocab);
   FP_ALLOC(kcap, bf16, t * kvd);
   FP_ALLOC(vcap, bf16, t * kvd);
-  FP_ALLOC(tokens, int32_t, t);
-  FP_ALLOC(positions, int32_t, t);
-  FP_ALLOC(slot_rows, int64_t, t);
+  {  // the step block: [slot_rows int64 | tokens | positions | meta int32], 8-byte aligned at its start
+    const size_t meta_ints = 2 * t + 1 + t * static_cast<size_t>(layout.num_blocks);
+    int64_t* block = nullptr;
+    FP_ALLOC(block, int64_t, t + (2 * t + meta_ints + 1) / 2);
+    slot_rows = block;
+    tokens = reinterpret_cast<int32_t*>(block + t);
+    positions = tokens + t;
+    meta = positions + t;
+  }
   FP_ALLOC(next, int32_t, t);
   FP_ALLOC(inv_freq, double, static_cast<size_t>(c.head_dim / 2));
   FP_ALLOC(gamma, float, static_cast<size_t>(c.n_heads));
-  FP_ALLOC(meta, int32_t, 2 * t + 1 + t * static_cast<size_t>(layout.num_blocks));
   std::vector<double> inv(static_cast<size_t>(c.head_dim / 2));
   for (size_t i = 0; i < inv.size(); ++i) {
     inv[i] = std::pow(static_cast<double>(c.rope_base), -2.0 * static_cast<double>(i) / c.head_dim);
@@ -223,16 +230,25 @@ Status CudaLlama::Impl::Upload(std::span<const Reservation> res, std::span<const
       cells > static_cast<size_t>(T) * static_cast<size_t>(cache->layout().num_blocks)) {
     return Internal("cuda engine: batch metadata exceeds the device buffers");
   }
-  // Pageable sources: cudaMemcpyAsync stages them before returning, so the vectors may die right after.
-  auto up = [&](void* dst, const void* src, size_t bytes) {
-    return cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream);
+  // Packed into pinned staging with the device block's layout and sent in ONE copy, from the block's start to
+  // the end of the used table (the unused tails of the regions in between carry stale bytes no kernel reads).
+  auto* base = reinterpret_cast<std::byte*>(slot_rows);
+  auto off = [&](const void* dev) { return static_cast<size_t>(static_cast<const std::byte*>(dev) - base); };
+  const size_t bytes = off(d_table()) + cells * 4;
+  auto host = upload_staging.Acquire(bytes);
+  if (!host.ok()) return host.status();
+  auto put = [&](const void* dev, const void* src, size_t n) {
+    if (n > 0) std::memcpy(*host + off(dev), src, n);
   };
-  FP_CUDA_RETURN_IF_ERROR(up(tokens, toks.data(), toks.size() * 4));
-  FP_CUDA_RETURN_IF_ERROR(up(positions, pos.data(), pos.size() * 4));
-  FP_CUDA_RETURN_IF_ERROR(up(slot_rows, rows.data(), rows.size() * 8));
-  FP_CUDA_RETURN_IF_ERROR(up(d_indptr(), batch.q_indptr.data(), batch.q_indptr.size() * 4));
-  FP_CUDA_RETURN_IF_ERROR(up(d_lens(), batch.kv_lens.data(), batch.kv_lens.size() * 4));
-  FP_CUDA_RETURN_IF_ERROR(up(d_table(), table, cells * 4));
+  put(slot_rows, rows.data(), rows.size() * 8);
+  put(tokens, toks.data(), toks.size() * 4);
+  put(positions, pos.data(), pos.size() * 4);
+  put(d_indptr(), batch.q_indptr.data(), batch.q_indptr.size() * 4);
+  put(d_lens(), batch.kv_lens.data(), batch.kv_lens.size() * 4);
+  put(d_table(), table, cells * 4);
+  const cudaError_t copy = cudaMemcpyAsync(base, *host, bytes, cudaMemcpyHostToDevice, stream);
+  FP_RETURN_IF_ERROR(upload_staging.Release(copy == cudaSuccess ? stream : nullptr));
+  FP_CUDA_RETURN_IF_ERROR(copy);
   return Status::Ok();
 }
 
@@ -271,7 +287,7 @@ Status CudaLlama::Impl::EnqueueLayers(int n, const KvBatch& batch, AttentionPara
       FP_RETURN_IF_ERROR(capture->Write(l, res[0].start, kv, vv, stream));
     }
     FP_RETURN_IF_ERROR(cache->BindLayer(l, batch, &p));
-    if (dplan != nullptr) {  // attention kernels are launched without PDL: they wait for RoPE/KV writes in full
+    if (dplan != nullptr) {  // with PDL (attention_pdl()) when it was planned so
       FP_RETURN_IF_ERROR(dplan->Run(p, stream));
     } else {
       FP_RETURN_IF_ERROR(AttentionPrefillCuda(p, host_batch, stream));
@@ -305,6 +321,8 @@ Status CudaLlama::Impl::Step(std::span<const Reservation> res, std::span<const i
     plan.reset();  // frees the previous step's workspace (cudaFree waits for its last use)
     DecodeOptions dopt;
     dopt.split_tokens = DecodeSplit(batch);
+    dopt.fused_merge = opt.fused_merge;
+    dopt.pdl = attention_pdl();
     auto pl = AttentionDecodePlan::Create(p, host_batch, dopt, stream);
     if (!pl.ok()) return pl.status();
     plan.emplace(std::move(pl).value());
@@ -318,7 +336,13 @@ int32_t CudaLlama::Impl::DecodeSplit(const KvBatch& batch) const {
   const int32_t def = DefaultDecodeConfig(c.head_dim, c.n_heads / c.n_kv_heads).split_tokens;
   int64_t tokens = 0;
   for (int32_t l : batch.kv_lens) tokens = std::max<int64_t>(tokens, l);
-  // CTAs at split S ~ B * Hkv * max_len / S: aim at 2 per SM.
+  // CTAs at split S ~ B * Hkv * max_len / S. Measured (bench_e2e sNNN variants, H200, Llama-3-8B shape, context
+  // 4096, fused merge): 512 won at B = 1 (64 CTAs, +0.3-0.6% over 256: the SMs attention leaves free run the O
+  // GEMV's PDL prefetch; 1024 and 2048 lost 4% and 12%) and at B = 16 (1024 CTAs, +2% over 2048), while B = 64
+  // wanted one split per sequence (512 CTAs; 512 gave 4096 CTAs and lost 4%). So: 512 while that is at most ~8
+  // CTAs per SM, else about 2 per SM.
+  const int64_t ctas512 = batch.num_seqs() * c.n_kv_heads * ((tokens + 511) / 512);
+  if (ctas512 <= 8 * int64_t{num_sms}) return std::min<int32_t>(512, def);
   const int64_t want = tokens * batch.num_seqs() * c.n_kv_heads / (2 * int64_t{num_sms}) + 1;
   int32_t s = 256;
   while (s < def && s < want) s *= 2;
@@ -332,7 +356,7 @@ Status CudaLlama::Impl::Logits(int64_t row0, int32_t m) {
 }
 
 Status CudaLlama::Impl::ForwardChunk(SeqId seq, std::span<const int32_t> toks, int32_t logits_from,
-                                     float* host_logits, AnchorSegment* capture) {
+                                     float* host_logits, int32_t* host_ids, AnchorSegment* capture) {
   const auto n = static_cast<int32_t>(toks.size());
   if (n == 0) return Status::Ok();
   auto res = cache->Reserve(seq, n, stream);
@@ -350,12 +374,21 @@ Status CudaLlama::Impl::ForwardChunk(SeqId seq, std::span<const int32_t> toks, i
   if (Status st = Step(std::span<const Reservation>(&res.value(), 1), toks, *batch, false, capture); !st.ok()) {
     return fail(st);
   }
-  if (host_logits != nullptr && logits_from < n) {
+  if ((host_logits != nullptr || host_ids != nullptr) && logits_from < n) {
     const int32_t m = n - logits_from;
     if (Status st = Logits(logits_from, m); !st.ok()) return fail(st);
-    const size_t bytes = static_cast<size_t>(m) * static_cast<size_t>(c.vocab_size) * sizeof(float);
-    if (cudaError_t e = cudaMemcpyAsync(host_logits, logits, bytes, cudaMemcpyDeviceToHost, stream); e != cudaSuccess) {
-      return fail(CudaStatus(e, "logits to host", __FILE__, __LINE__));
+    if (host_ids != nullptr) {  // m <= n <= T ids: `next` holds them; n ints cross the bus instead of [m, vocab]
+      if (Status st = ce::LaunchArgmaxChecked(logits, m, c.vocab_size, next, stream); !st.ok()) return fail(st);
+      const size_t bytes = static_cast<size_t>(m) * sizeof(int32_t);
+      if (cudaError_t e = cudaMemcpyAsync(host_ids, next, bytes, cudaMemcpyDeviceToHost, stream); e != cudaSuccess) {
+        return fail(CudaStatus(e, "ids to host", __FILE__, __LINE__));
+      }
+    } else {
+      const size_t bytes = static_cast<size_t>(m) * static_cast<size_t>(c.vocab_size) * sizeof(float);
+      if (cudaError_t e = cudaMemcpyAsync(host_logits, logits, bytes, cudaMemcpyDeviceToHost, stream);
+          e != cudaSuccess) {
+        return fail(CudaStatus(e, "logits to host", __FILE__, __LINE__));
+      }
     }
   }
   if (cudaError_t e = cudaStreamSynchronize(stream); e != cudaSuccess) {
@@ -510,7 +543,7 @@ Result<std::shared_ptr<AnchorSegment>> CudaLlama::BuildAnchor(std::span<const in
     for (int32_t c0 = 0; c0 < len && st.ok(); c0 += m.opt.max_chunk) {
       const int32_t n = std::min(m.opt.max_chunk, len - c0);
       (void)(st = m.ForwardChunk(tmp, tokens.subspan(static_cast<size_t>(c0), static_cast<size_t>(n)), n, nullptr,
-                          anchor->get()));
+                                 nullptr, anchor->get()));
     }
     FP_RETURN_IF_ERROR(m.cache->meta().FreeSequence(tmp));
     FP_RETURN_IF_ERROR(st);
@@ -532,32 +565,51 @@ Result<int32_t> CudaLlama::Impl::RoomFor(SeqId seq, int64_t n) const {
   return *len;
 }
 
-Status CudaLlama::Forward(SeqId seq, std::span<const int32_t> tokens, int32_t n_logits, std::vector<float>* logits) {
-  Impl& m = *impl_;
-  const ModelConfig& c = m.c;
-  const auto n = static_cast<int64_t>(tokens.size());
-  if (n_logits < 0 || n_logits > n) {
-    return InvalidArgument("n_logits " + std::to_string(n_logits) + " outside [0, " + std::to_string(n) + "]");
+Status CudaLlama::Impl::ForwardRows(SeqId seq, std::span<const int32_t> toks, int32_t n_out, float* out_logits,
+                                    int32_t* out_ids) {
+  const auto n = static_cast<int64_t>(toks.size());
+  if (n_out < 0 || n_out > n) {
+    return InvalidArgument("n_logits " + std::to_string(n_out) + " outside [0, " + std::to_string(n) + "]");
   }
-  if (n_logits > 0 && logits == nullptr) return InvalidArgument("forward: null logits");
-  auto len = m.RoomFor(seq, n);
+  auto len = RoomFor(seq, n);
   if (!len.ok()) return len.status();
-  FP_RETURN_IF_ERROR(m.CheckTokens(tokens));
-  if (logits != nullptr) logits->assign(static_cast<size_t>(n_logits) * static_cast<size_t>(c.vocab_size), 0.f);
-  const int64_t first_logit = n - n_logits;
+  FP_RETURN_IF_ERROR(CheckTokens(toks));
+  const int64_t first_out = n - n_out;
   const int32_t old_len = *len;
-  for (int64_t c0 = 0; c0 < n; c0 += m.opt.max_chunk) {
-    const int64_t k = std::min<int64_t>(m.opt.max_chunk, n - c0);
-    const int64_t lf = std::max<int64_t>(0, first_logit - c0);
-    float* out = lf < k ? logits->data() + (c0 + lf - first_logit) * c.vocab_size : nullptr;
-    Status st = m.ForwardChunk(seq, tokens.subspan(static_cast<size_t>(c0), static_cast<size_t>(k)),
-                               static_cast<int32_t>(lf), out, nullptr);
+  for (int64_t c0 = 0; c0 < n; c0 += opt.max_chunk) {
+    const int64_t k = std::min<int64_t>(opt.max_chunk, n - c0);
+    const int64_t lf = std::max<int64_t>(0, first_out - c0);
+    const int64_t at = c0 + lf - first_out;  // first output row of this chunk
+    float* lo = out_logits != nullptr && lf < k ? out_logits + at * c.vocab_size : nullptr;
+    int32_t* io = out_ids != nullptr && lf < k ? out_ids + at : nullptr;
+    Status st = ForwardChunk(seq, toks.subspan(static_cast<size_t>(c0), static_cast<size_t>(k)),
+                             static_cast<int32_t>(lf), lo, io, nullptr);
     if (!st.ok()) {
-      (void)m.cache->meta().Truncate(seq, old_len);  // earlier chunks of this call are undone too
+      (void)cache->meta().Truncate(seq, old_len);  // earlier chunks of this call are undone too
       return st;
     }
   }
   return Status::Ok();
+}
+
+Status CudaLlama::Forward(SeqId seq, std::span<const int32_t> tokens, int32_t n_logits, std::vector<float>* logits) {
+  Impl& m = *impl_;
+  if (n_logits < 0 || n_logits > static_cast<int64_t>(tokens.size())) {
+    return InvalidArgument("n_logits " + std::to_string(n_logits) + " outside [0, " +
+                           std::to_string(tokens.size()) + "]");
+  }
+  if (n_logits > 0 && logits == nullptr) return InvalidArgument("forward: null logits");
+  if (logits != nullptr) logits->assign(static_cast<size_t>(n_logits) * static_cast<size_t>(m.c.vocab_size), 0.f);
+  return m.ForwardRows(seq, tokens, n_logits, logits != nullptr ? logits->data() : nullptr, nullptr);
+}
+
+Status CudaLlama::ForwardGreedy(SeqId seq, std::span<const int32_t> tokens, int32_t n_ids, std::vector<int32_t>* ids) {
+  if (n_ids < 0 || n_ids > static_cast<int64_t>(tokens.size())) {
+    return InvalidArgument("n_ids " + std::to_string(n_ids) + " outside [0, " + std::to_string(tokens.size()) + "]");
+  }
+  if (n_ids > 0 && ids == nullptr) return InvalidArgument("forward: null ids");
+  if (ids != nullptr) ids->assign(static_cast<size_t>(n_ids), -1);
+  return impl_->ForwardRows(seq, tokens, n_ids, nullptr, ids != nullptr ? ids->data() : nullptr);
 }
 
 }  // namespace fp

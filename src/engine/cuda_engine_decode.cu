@@ -66,6 +66,8 @@ Status CudaLlama::Impl::GraphDecodeStep(std::span<const Reservation> res, std::s
     DecodeOptions dopt;
     dopt.split_tokens = static_cast<int>(split);
     dopt.max_kv_len = static_cast<int>(cap);
+    dopt.fused_merge = opt.fused_merge;
+    dopt.pdl = attention_pdl();
     auto pl = AttentionDecodePlan::Create(p, hb, dopt, stream);
     if (!pl.ok()) return pl.status();
     g.plan.emplace(std::move(pl).value());
@@ -104,6 +106,8 @@ void CudaLlama::SetDecodeTuning(const DecodeTuning& t) {
   if (t.gemv_max_batch >= 0) o.gemv_max_batch = t.gemv_max_batch;
   if (t.skinny_max_batch >= 0) o.skinny_max_batch = t.skinny_max_batch;
   o.pdl = t.pdl;
+  o.attention_pdl = t.attention_pdl;
+  o.fused_merge = t.fused_merge;
   const bool skinny_ok = c.d_model % 32 == 0 && c.q_dim() % 32 == 0 && c.d_ff % 32 == 0;
   const bool padded_ok = impl_->T % Impl::kInvariantRows == 0;
   o.batch_invariant_gemm = t.batch_invariant_gemm;

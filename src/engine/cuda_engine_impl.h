@@ -16,6 +16,7 @@
 
 #include "core/cuda_check.h"
 #include "fieldprint/attention_cuda.h"
+#include "kvcache/pinned_staging.h"
 #include "fieldprint/cuda_engine.h"
 
 namespace fp {
@@ -63,14 +64,17 @@ struct CudaLlama::Impl {
   float* logits = nullptr;       // [T, vocab]
   bf16* kcap = nullptr;          // [T, Hkv, hd] anchor capture
   bf16* vcap = nullptr;          // [T, Hkv, hd]
+  // The step's host inputs live in ONE device block, [slot_rows | tokens | positions | meta], filled by one copy
+  // out of pinned staging per step (six small copies cost a few us of stream time each at B = 1).
+  int64_t* slot_rows = nullptr;  // [T] (the block's start)
   int32_t* tokens = nullptr;     // [T]
   int32_t* positions = nullptr;  // [T]
-  int64_t* slot_rows = nullptr;  // [T]
   int32_t* next = nullptr;       // [T] argmax
   double* inv_freq = nullptr;    // [hd / 2]
   float* gamma = nullptr;        // [Hq]
   bool gamma_nonzero = false;
-  int32_t* meta = nullptr;  // [T + 1 | T | T * num_blocks]: q_indptr, kv_lens, block_table
+  int32_t* meta = nullptr;  // [T + 1 | T | T * num_blocks]: q_indptr, kv_lens, block_table (block's end)
+  kvcache_detail::PinnedStaging upload_staging;  // host side of the step block
   void* blas_ws = nullptr;  // cuBLAS workspace (set explicitly so captured GEMMs never allocate)
   std::optional<AttentionDecodePlan>
       plan;  // the last eager decode step's (kept until the next step replaces it)
@@ -95,6 +99,7 @@ struct CudaLlama::Impl {
   static constexpr int kInvariantRows = 64;
 
   bool pdl() const { return opt.pdl && pdl_supported; }
+  bool attention_pdl() const { return pdl() && opt.attention_pdl; }
   // Whether a step of n tokens runs its GEMMs on the skinny GEMM (then gate|up fuses SwiGLU).
   bool UseSkinny(int n) const;
 
@@ -129,8 +134,12 @@ struct CudaLlama::Impl {
   Status GraphDecodeStep(std::span<const Reservation> res, std::span<const int32_t> toks,
                          const KvBatch& batch);
   Status Logits(int64_t row0, int32_t m);  // logits of residual rows [row0, row0 + m) into `logits`
+  // Appends toks to seq; rows logits_from .. n-1 then give their logits (host_logits [m, vocab]) or their checked
+  // device argmax (host_ids [m], LaunchArgmaxChecked), m = n - logits_from; both null: neither. Synchronises.
   Status ForwardChunk(SeqId seq, std::span<const int32_t> toks, int32_t logits_from, float* host_logits,
-                      AnchorSegment* capture);
+                      int32_t* host_ids, AnchorSegment* capture);
+  // Forward / ForwardGreedy: the last n_out rows' logits (logits [n_out, vocab]) or greedy ids (ids [n_out]).
+  Status ForwardRows(SeqId seq, std::span<const int32_t> tokens, int32_t n_out, float* logits, int32_t* ids);
   // The sequence's length, if n more tokens fit its context (anchor + length + n <= context_length), else
   // OutOfRange; unknown sequences are errors.
   Result<int32_t> RoomFor(SeqId seq, int64_t n) const;

@@ -12,7 +12,7 @@
 #include <string>
 
 #include "core/cuda_check.h"
-#include "engine/cuda_pdl.cuh"
+#include "core/cuda_pdl.cuh"
 
 namespace fp::cuda_engine {
 namespace {
@@ -156,19 +156,25 @@ __global__ void SwiGluKernel(const float* gu, int64_t n, int ff, __nv_bfloat16* 
   h[idx] = SwiGluBf16(g, u);
 }
 
+// kChecked: a row the host Sampler refuses (a NaN or +inf logit, or every logit -inf) gives -1 instead of an id,
+// so a device argmax stands in for Sampler::Sample's greedy pick exactly, errors included.
+template <bool kChecked>
 __global__ void ArgmaxKernel(const float* logits, int vocab, int32_t* out) {
   __shared__ float sv[32];
   __shared__ int si[32];
   const float* row = logits + static_cast<int64_t>(blockIdx.x) * vocab;
   float best = -FLT_MAX;
   int bi = vocab;  // "none yet"; any real index beats it
+  int bad = 0;
   for (int i = static_cast<int>(threadIdx.x); i < vocab; i += static_cast<int>(blockDim.x)) {
     const float v = row[i];
+    if (kChecked) bad |= (isnan(v) || v == INFINITY) ? 1 : 0;
     if (v > best || (v == best && i < bi)) {  // NaN compares false: never taken
       best = v;
       bi = i;
     }
   }
+  if (kChecked) bad = __syncthreads_or(bad);  // every thread reaches it: the loop above has no early exit
   for (int o = 16; o > 0; o >>= 1) {
     const float ov = __shfl_xor_sync(0xffffffffu, best, o);
     const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
@@ -195,7 +201,13 @@ __global__ void ArgmaxKernel(const float* logits, int vocab, int32_t* out) {
         bi = oi;
       }
     }
-    if (lane == 0) out[blockIdx.x] = bi < vocab ? bi : 0;
+    if (lane == 0) {
+      if (kChecked) {
+        out[blockIdx.x] = (bad == 0 && bi < vocab) ? bi : -1;  // bi == vocab: every logit -inf
+      } else {
+        out[blockIdx.x] = bi < vocab ? bi : 0;
+      }
+    }
   }
 }
 
@@ -277,8 +289,14 @@ Status LaunchSwiGlu(const float* gu, int n, int ff, __nv_bfloat16* h, cudaStream
 
 Status LaunchArgmax(const float* logits, int n, int vocab, int32_t* out, cudaStream_t stream) {
   if (n <= 0) return Status::Ok();
-  ArgmaxKernel<<<n, 1024, 0, stream>>>(logits, vocab, out);
+  ArgmaxKernel<false><<<n, 1024, 0, stream>>>(logits, vocab, out);
   return LaunchStatus("argmax");
+}
+
+Status LaunchArgmaxChecked(const float* logits, int n, int vocab, int32_t* out, cudaStream_t stream) {
+  if (n <= 0) return Status::Ok();
+  ArgmaxKernel<true><<<n, 1024, 0, stream>>>(logits, vocab, out);
+  return LaunchStatus("checked argmax");
 }
 
 Status LaunchRandomBf16(__nv_bfloat16* dst, size_t n, uint64_t seed, float scale, cudaStream_t stream) {

@@ -2,7 +2,8 @@
 // everything that is not a GEMM (cuBLAS) or attention (attention_cuda.h). Launchers enqueue on `stream` and
 // check the launch; preconditions (token ids in range, slot rows in the pool) are the caller's, checked on
 // the host before upload. Activations: residual stream f32, GEMM inputs bf16, GEMM outputs f32. defines:
-// LaunchEmbed, LaunchRmsNorm, LaunchRopeWriteKv, GateUpRow, SwiGluBf16, LaunchSwiGlu, LaunchArgmax, LaunchRandomBf16,
+// LaunchEmbed, LaunchRmsNorm, LaunchRopeWriteKv, GateUpRow, SwiGluBf16, LaunchSwiGlu, LaunchArgmax,
+//          LaunchArgmaxChecked, LaunchRandomBf16,
 //          LaunchFillF32, LaunchF32ToBf16, GemvSupported, LaunchGemvBf16, LaunchGemvSwiGluBf16 (cuda_gemv.cu),
 //          SkinnyGemmSupported, LaunchSkinnyGemm, LaunchSkinnyGemmSwiGlu (cuda_skinny_gemm.cu)
 // `pdl`: launch with programmatic dependent launch (cuda_pdl.cuh; the caller checks the device is sm_90+).
@@ -63,6 +64,9 @@ Status LaunchSwiGlu(const float* gu, int n, int ff, __nv_bfloat16* h, cudaStream
 
 // out[t] = argmax_i logits[t, i] (lowest index on ties, NaN never wins).  logits: [n, vocab] f32, out: [n].
 Status LaunchArgmax(const float* logits, int n, int vocab, int32_t* out, cudaStream_t stream);
+// The same pick, bit for bit Sampler::Sample's greedy rule (lowest index among the maxima), with out[t] = -1 for a
+// row Sample refuses (a NaN or +inf logit, or every logit -inf): the device argmax of a transcript replay.
+Status LaunchArgmaxChecked(const float* logits, int n, int vocab, int32_t* out, cudaStream_t stream);
 
 // dst[i] = bf16(scale * u(seed, i)), u uniform in [-1, 1) from a counter hash: random weights without the
 // host.

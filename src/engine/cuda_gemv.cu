@@ -14,7 +14,7 @@
 
 #include "core/cuda_check.h"
 #include "engine/cuda_engine_kernels.h"
-#include "engine/cuda_pdl.cuh"
+#include "core/cuda_pdl.cuh"
 
 namespace fp::cuda_engine {
 namespace {

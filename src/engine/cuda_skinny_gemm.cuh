@@ -8,7 +8,7 @@
 #include <cstdint>
 
 #include "engine/cuda_engine_kernels.h"
-#include "engine/cuda_pdl.cuh"
+#include "core/cuda_pdl.cuh"
 
 namespace fp::cuda_engine {
 

@@ -4,8 +4,15 @@
 // digests combined on the host exactly as page_digest.h defines them — the digests the run's CUDA Verifier
 // committed to. Plain C++: the stream is synchronised through the runtime API only in CUDA builds; without CUDA no
 // CudaLlama exists and every entry point fails before touching the device.
+// Timing (issue #7: verify must cost a small fraction of generate): replay_seconds covers only per-transcript work.
+// One GpuTreeHasher, created before the clock, serves the anchor and the page batch on the engine's stream (not a
+// hasher, pinned buffer and stream per batch); VerifyTranscriptCuda warms the engine (CudaLlama::Warmup) and the
+// hasher first, and replays the fed tokens in one chunk. A greedy transcript's tokens are checked from device
+// argmax ids (CudaLlama::ForwardGreedy), so the [generated, vocab] logits never cross to the host.
+#include <algorithm>
 #include <chrono>
 #include <numeric>
+#include <string>
 
 #if defined(FIELDPRINT_HAVE_CUDA)
 #include <cuda_runtime_api.h>
@@ -33,10 +40,14 @@ Status SyncEngine(CudaLlama& e) {
 #endif
 }
 
+using Clock = std::chrono::steady_clock;
+
+double Since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
 // Digests of objects laid out as [2 * L] segments (K then V per layer, page_digest.h): one GPU batch of L items
-// per object, then the L layer digests of each combined. [objects.size()]
-Result<std::vector<Digest>> CombinedDigestsGpu(const std::vector<std::vector<ByteSegment>>& objects,
-                                               size_t chunk_bytes) {
+// per object on the engine's stream, then the L layer digests of each combined. [objects.size()]
+Result<std::vector<Digest>> CombinedDigestsGpu(GpuTreeHasher& hasher, CudaLlama& engine,
+                                               const std::vector<std::vector<ByteSegment>>& objects) {
   std::vector<GpuHashItem> items;  // [objects * L]
   std::vector<size_t> layers;      // [objects] L of each
   for (const auto& segs : objects) {
@@ -47,15 +58,107 @@ Result<std::vector<Digest>> CombinedDigestsGpu(const std::vector<std::vector<Byt
   }
   std::vector<Digest> out;  // [objects]
   if (items.empty()) return out;
-  auto layer_digests = TreeHashGpuSync(items, chunk_bytes);  // [objects * L]
-  if (!layer_digests.ok()) return layer_digests.status();
-  if (layer_digests->size() != items.size()) return Internal("transcript: GPU hasher returned a wrong count");
+  FP_RETURN_IF_ERROR(hasher.Plan(items));
+  std::vector<Digest> layer_digests(items.size());  // [objects * L]; Run's copy accepts pageable memory
+  FP_RETURN_IF_ERROR(hasher.Run(engine.stream(), layer_digests.data()));
+  FP_RETURN_IF_ERROR(SyncEngine(engine));
   size_t at = 0;
   for (size_t n : layers) {
-    out.push_back(CombineLayerDigests(std::span<const Digest>(*layer_digests).subspan(at, n)));
+    out.push_back(CombineLayerDigests(std::span<const Digest>(layer_digests).subspan(at, n)));
     at += n;
   }
   return out;
+}
+
+// The exact replay on `engine` with `hasher` (created by the caller, outside the timed region).
+Result<ReplayReport> ReplayWithHasher(const Transcript& t, CudaLlama& engine, const ReplayOptions& opt,
+                                      GpuTreeHasher& hasher) {
+  const auto t0 = Clock::now();
+  ReplayReport rep;
+  if (opt.tolerant) return InvalidArgument("replay: the tolerant replay runs on the CPU");
+  if (t.device != "cuda")
+    return Unimplemented("transcript: recorded on " + t.device + "; the CUDA replay checks only CUDA transcripts");
+  const CudaEngineOptions& o = engine.options();
+  if (!o.batch_invariant) return InvalidArgument("replay: the CUDA engine must be in batch_invariant mode");
+  const ModelConfig& c = engine.config();
+  std::string mismatch;
+  FP_RETURN_IF_ERROR(transcript_detail::CheckTranscriptInput(t, c, &mismatch));
+  if (!mismatch.empty()) {
+    rep.failure = mismatch;
+    return rep;
+  }
+  if (o.page_size != t.page_size || DTypeName(engine.cache().layout().dtype) != t.kv_dtype || o.gamma != t.gamma ||
+      !o.gamma_per_head.empty()) {
+    return InvalidArgument("replay: the engine's page size / KV dtype / gamma differ from the transcript's");
+  }
+  if (hasher.chunk_bytes() != t.chunk_bytes) return Internal("replay: the hasher's chunk size is not the transcript's");
+
+  // The anchor (BuildAnchor synchronises) and its root (hashed on the GPU).
+  auto ts = Clock::now();
+  auto anchor = engine.BuildAnchor(t.anchor_tokens);
+  if (!anchor.ok()) return anchor.status();
+  const double anchor_s = Since(ts);
+  ts = Clock::now();
+  Digest anchor_root = Sha256(nullptr, 0);
+  if ((*anchor)->length() > 0) {
+    auto segs = AnchorLayerSegments(**anchor);
+    if (!segs.ok()) return segs.status();
+    auto root = CombinedDigestsGpu(hasher, engine, {std::move(segs).value()});
+    if (!root.ok()) return root.status();
+    anchor_root = root->front();
+  }
+  const double anchor_hash_s = Since(ts);
+  if (!(anchor_root == t.anchor_root)) {
+    rep.failure = "anchor root differs";
+    return rep;
+  }
+
+  // One teacher-forced prefill (batch_invariant: the same bits as the run's prefill + decode steps). A greedy
+  // sampler's picks are made on the device: n ints to the host instead of [n, vocab] floats.
+  const std::vector<int32_t> fed = TranscriptFedTokens(t);  // [prompt + generated - 1]
+  const auto n_out = static_cast<int32_t>(t.generated.size());
+  const bool device_argmax = t.sampler.greedy();
+  auto seq = engine.NewSequence(*anchor);
+  if (!seq.ok()) return seq.status();
+  std::vector<float> logits;  // [n_out, vocab] (sampling transcripts)
+  std::vector<int32_t> ids;   // [n_out] (greedy transcripts)
+  double forward_s = 0.0;
+  auto result = [&]() -> Result<ReplayReport> {
+    const auto tf = Clock::now();
+    if (device_argmax) {
+      FP_RETURN_IF_ERROR(engine.ForwardGreedy(*seq, fed, n_out, &ids));  // synchronises
+    } else {
+      FP_RETURN_IF_ERROR(engine.Forward(*seq, fed, n_out, &logits));  // synchronises
+    }
+    forward_s = Since(tf);
+    auto table = engine.cache().meta().BlockTable(*seq);
+    if (!table.ok()) return table.status();
+    auto digests = [&](std::span<const transcript_detail::PageFill> pages) -> Result<std::vector<Digest>> {
+      std::vector<std::vector<ByteSegment>> objects;  // [pages] of [2 * L] device segments
+      for (const auto& pf : pages) {
+        if (pf.page < 0 || static_cast<size_t>(pf.page) >= table->size())
+          return OutOfRange("replay: page past the KV");
+        auto segs = PageLayerSegments(engine.cache().storage(), (*table)[static_cast<size_t>(pf.page)], pf.fill);
+        if (!segs.ok()) return segs.status();
+        objects.push_back(std::move(segs).value());
+      }
+      return CombinedDigestsGpu(hasher, engine, objects);
+    };
+    transcript_detail::ReplayedTokens toks;
+    toks.use_ids = device_argmax;
+    toks.logits = logits;
+    toks.vocab = c.vocab_size;
+    toks.greedy_ids = ids;
+    return transcript_detail::CheckCommitsAndTokens(t, opt, static_cast<int32_t>(fed.size()), digests, toks);
+  }();
+  (void)engine.FreeSequence(*seq);
+  if (result.ok()) {
+    result->replay_seconds = Since(t0);
+    result->anchor_seconds = anchor_s;
+    result->forward_seconds = forward_s;
+    result->hash_seconds += anchor_hash_s;
+  }
+  return result;
 }
 
 }  // namespace
@@ -95,70 +198,9 @@ Status RecordFingerprints(Transcript& t, CudaLlama& engine, const std::shared_pt
 }
 
 Result<ReplayReport> ReplayTranscriptCuda(const Transcript& t, CudaLlama& engine, const ReplayOptions& opt) {
-  using Clock = std::chrono::steady_clock;
-  const auto t0 = Clock::now();
-  ReplayReport rep;
-  if (opt.tolerant) return InvalidArgument("replay: the tolerant replay runs on the CPU");
-  if (t.device != "cuda")
-    return Unimplemented("transcript: recorded on " + t.device + "; the CUDA replay checks only CUDA transcripts");
-  const CudaEngineOptions& o = engine.options();
-  if (!o.batch_invariant) return InvalidArgument("replay: the CUDA engine must be in batch_invariant mode");
-  const ModelConfig& c = engine.config();
-  std::string mismatch;
-  FP_RETURN_IF_ERROR(transcript_detail::CheckTranscriptInput(t, c, &mismatch));
-  if (!mismatch.empty()) {
-    rep.failure = mismatch;
-    return rep;
-  }
-  if (o.page_size != t.page_size || DTypeName(engine.cache().layout().dtype) != t.kv_dtype || o.gamma != t.gamma ||
-      !o.gamma_per_head.empty()) {
-    return InvalidArgument("replay: the engine's page size / KV dtype / gamma differ from the transcript's");
-  }
-
-  // The anchor and its root (hashed on the GPU).
-  auto anchor = engine.BuildAnchor(t.anchor_tokens);
-  if (!anchor.ok()) return anchor.status();
-  FP_RETURN_IF_ERROR(SyncEngine(engine));  // the hasher runs on its own stream
-  Digest anchor_root = Sha256(nullptr, 0);
-  if ((*anchor)->length() > 0) {
-    auto segs = AnchorLayerSegments(**anchor);
-    if (!segs.ok()) return segs.status();
-    auto root = CombinedDigestsGpu({std::move(segs).value()}, t.chunk_bytes);
-    if (!root.ok()) return root.status();
-    anchor_root = root->front();
-  }
-  if (!(anchor_root == t.anchor_root)) {
-    rep.failure = "anchor root differs";
-    return rep;
-  }
-
-  // One teacher-forced prefill (batch_invariant: the same bits as the run's prefill + decode steps).
-  const std::vector<int32_t> fed = TranscriptFedTokens(t);  // [prompt + generated - 1]
-  const auto n_logits = static_cast<int32_t>(t.generated.size());
-  auto seq = engine.NewSequence(*anchor);
-  if (!seq.ok()) return seq.status();
-  std::vector<float> logits;  // [n_logits, vocab]
-  auto result = [&]() -> Result<ReplayReport> {
-    FP_RETURN_IF_ERROR(engine.Forward(*seq, fed, n_logits, &logits));  // synchronises
-    auto table = engine.cache().meta().BlockTable(*seq);
-    if (!table.ok()) return table.status();
-    auto digests = [&](std::span<const transcript_detail::PageFill> pages) -> Result<std::vector<Digest>> {
-      std::vector<std::vector<ByteSegment>> objects;  // [pages] of [2 * L] device segments
-      for (const auto& pf : pages) {
-        if (pf.page < 0 || static_cast<size_t>(pf.page) >= table->size())
-          return OutOfRange("replay: page past the KV");
-        auto segs = PageLayerSegments(engine.cache().storage(), (*table)[static_cast<size_t>(pf.page)], pf.fill);
-        if (!segs.ok()) return segs.status();
-        objects.push_back(std::move(segs).value());
-      }
-      return CombinedDigestsGpu(objects, t.chunk_bytes);
-    };
-    return transcript_detail::CheckCommitsAndTokens(t, opt, static_cast<int32_t>(fed.size()), digests, logits,
-                                                    c.vocab_size);
-  }();
-  (void)engine.FreeSequence(*seq);
-  if (result.ok()) result->replay_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-  return result;
+  auto hasher = GpuTreeHasher::Create(t.chunk_bytes);  // InvalidArgument for a bad chunk size, as the checks would
+  if (!hasher.ok()) return hasher.status();
+  return ReplayWithHasher(t, engine, opt, **hasher);
 }
 
 namespace transcript_detail {
@@ -174,9 +216,24 @@ Result<ReplayReport> VerifyTranscriptCuda(const Transcript& t, const std::string
   co.max_batch = 1;
   co.batch_invariant = true;
   co.kv_capacity = static_cast<int32_t>(t.prompt.size() + t.generated.size()) + t.page_size;
+  // The fed tokens in one chunk (one attention plan, one host wait; batch_invariant: the same bits at any chunk
+  // size, tests/cuda/cuda_engine_determinism_test.cu), up to 1024 rows of scratch ([T, vocab] f32 logits).
+  const auto fed = static_cast<int32_t>(t.prompt.size() + t.generated.size());
+  co.max_chunk = std::clamp(fed, co.max_chunk, 1024);
   auto engine = CudaLlama::FromWeights(*weights, co);
   if (!engine.ok()) return engine.status();
-  return ReplayTranscriptCuda(t, **engine, opt);
+  // Start-up work before the replay's clock (generate does the same before its anchor): the first kernel launches
+  // and cuBLAS calls, the hasher's buffers and its first launches (one page of the pool, contents irrelevant).
+  FP_RETURN_IF_ERROR((*engine)->Warmup());
+  auto hasher = GpuTreeHasher::Create(t.chunk_bytes);
+  if (!hasher.ok()) return hasher.status();
+  {
+    auto segs = PageLayerSegments((*engine)->cache().storage(), 0, t.page_size);
+    if (!segs.ok()) return segs.status();
+    auto warm = CombinedDigestsGpu(**hasher, **engine, {std::move(segs).value()});
+    if (!warm.ok()) return warm.status();
+  }
+  return ReplayWithHasher(t, **engine, opt, **hasher);
 }
 
 }  // namespace transcript_detail

@@ -2,7 +2,7 @@
 // the input checks, the commit positions the policy gives, and the commit-root / token check over page digests
 // that each engine supplies from its own KV bytes (host hashing for the CPU pool, GpuTreeHasher for the device
 // pool: the same digests by definition, page_digest.h). Also the engine-neutral TranscriptFromRun core.
-// defines: transcript_detail::PageFill, PageDigestFn, CheckTranscriptInput, CheckCommitsAndTokens,
+// defines: transcript_detail::PageFill, PageDigestFn, CheckTranscriptInput, ReplayedTokens, CheckCommitsAndTokens,
 //          TranscriptEngineInfo, TranscriptFromRunInfo, VerifyTranscriptCuda
 #pragma once
 
@@ -29,11 +29,22 @@ using PageDigestFn = std::function<Result<std::vector<Digest>>(std::span<const P
 // a failed report (ok = false, model differs) in *mismatch.
 Status CheckTranscriptInput(const Transcript& t, const ModelConfig& c, std::string* mismatch);
 
+// What a replay produced for the generated tokens: the logits of every generated position, re-sampled on the host
+// with the recorded sampler, or (greedy sampler only) the device's greedy pick of each (CudaLlama::ForwardGreedy:
+// the same rule as Sampler::Sample, -1 where Sample would refuse the logits), which spares the [generated, vocab]
+// copy to the host.
+struct ReplayedTokens {
+  bool use_ids = false;
+  std::span<const float> logits;         // [generated, vocab] when !use_ids
+  int32_t vocab = 0;
+  std::span<const int32_t> greedy_ids;  // [generated] when use_ids
+};
+
 // Commit positions against the policy, the picked commits' roots rebuilt from `digests` (all needed pages hashed
-// in one call), then every generated token re-sampled from logits [generated, vocab]. kv_len = fed tokens.
+// in one call), then every generated token checked against `tokens`. kv_len = fed tokens. Fills the report's
+// hash_seconds (time inside `digests`), check_seconds (the rest) and device_argmax.
 Result<ReplayReport> CheckCommitsAndTokens(const Transcript& t, const ReplayOptions& opt, int32_t kv_len,
-                                           const PageDigestFn& digests, std::span<const float> logits,
-                                           int32_t vocab);
+                                           const PageDigestFn& digests, const ReplayedTokens& tokens);
 
 // What TranscriptFromRun records about the engine.
 struct TranscriptEngineInfo {

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <map>
 #include <set>
+#include <string>
 
 #include "fieldprint/commit_policy.h"
 #include "fieldprint/engine.h"
@@ -70,13 +71,24 @@ Status CheckTranscriptInput(const Transcript& t, const ModelConfig& c, std::stri
   return Status::Ok();
 }
 
-Result<ReplayReport> CheckCommitsAndTokens(const Transcript& t, const ReplayOptions& opt, int32_t kv_len,
-                                           const PageDigestFn& digests, std::span<const float> logits,
-                                           int32_t vocab) {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+Result<ReplayReport> CheckCommitsAndTokensBody(const Transcript& t, const ReplayOptions& opt, int32_t kv_len,
+                                               const PageDigestFn& digests, const ReplayedTokens& tokens,
+                                               double* hash_seconds) {
   ReplayReport rep;
   const auto n_logits = static_cast<int32_t>(t.generated.size());
-  if (logits.size() != static_cast<size_t>(n_logits) * static_cast<size_t>(vocab))
+  if (tokens.use_ids) {
+    if (!t.sampler.greedy()) return Internal("replay: device greedy ids for a sampling (non-greedy) transcript");
+    if (tokens.greedy_ids.size() != static_cast<size_t>(n_logits)) return Internal("replay: ids of the wrong count");
+  } else if (tokens.vocab <= 0 ||
+             tokens.logits.size() != static_cast<size_t>(n_logits) * static_cast<size_t>(tokens.vocab)) {
     return Internal("replay: logits of the wrong size");
+  }
   // Commit positions must be the policy's.
   auto expect = PolicyPositions(t, kv_len);
   if (!expect.ok()) return expect.status();
@@ -118,7 +130,9 @@ Result<ReplayReport> CheckCommitsAndTokens(const Transcript& t, const ReplayOpti
     where.emplace(std::make_pair(p, t.page_size), need.size());
     need.push_back({p, t.page_size});
   }
+  const auto th = Clock::now();
   auto got = digests(need);
+  *hash_seconds = Since(th);
   if (!got.ok()) return got.status();
   if (got->size() != need.size()) return Internal("replay: page digests of the wrong count");
   auto page_digest = [&](int64_t page, int32_t fill) { return (*got)[where.at({page, fill})]; };
@@ -150,12 +164,24 @@ Result<ReplayReport> CheckCommitsAndTokens(const Transcript& t, const ReplayOpti
     }
   }
 
-  // Re-sample every generated token from the replayed logits.
+  // Re-sample every generated token from the replayed logits, or take the device's greedy picks.
   auto sampler = Sampler::Create(t.sampler);
   if (!sampler.ok()) return sampler.status();
-  const auto v = static_cast<size_t>(vocab);
+  rep.device_argmax = tokens.use_ids;
+  const auto v = static_cast<size_t>(tokens.vocab);
   for (int32_t i = 0; i < n_logits; ++i) {
-    auto tok = sampler->Sample(logits.subspan(static_cast<size_t>(i) * v, v));
+    Result<int32_t> tok = 0;
+    if (tokens.use_ids) {
+      const int32_t id = tokens.greedy_ids[static_cast<size_t>(i)];
+      if (id < 0) {  // what Sampler::Sample answers for such logits
+        tok = InvalidArgument("sampler: the replayed logits of generated token " + std::to_string(i) +
+                              " hold a NaN or +inf, or only -inf");
+      } else {
+        tok = id;
+      }
+    } else {
+      tok = sampler->Sample(tokens.logits.subspan(static_cast<size_t>(i) * v, v));
+    }
     if (!tok.ok()) return tok.status();
     ++rep.tokens_resampled;
     if (*tok != t.generated[static_cast<size_t>(i)]) {
@@ -167,6 +193,20 @@ Result<ReplayReport> CheckCommitsAndTokens(const Transcript& t, const ReplayOpti
   }
   rep.ok = true;
   return rep;
+}
+
+}  // namespace
+
+Result<ReplayReport> CheckCommitsAndTokens(const Transcript& t, const ReplayOptions& opt, int32_t kv_len,
+                                           const PageDigestFn& digests, const ReplayedTokens& tokens) {
+  const auto t0 = Clock::now();
+  double hash_s = 0.0;
+  auto r = CheckCommitsAndTokensBody(t, opt, kv_len, digests, tokens, &hash_s);
+  if (r.ok()) {
+    r->hash_seconds += hash_s;
+    r->check_seconds = Since(t0) - hash_s;
+  }
+  return r;
 }
 
 }  // namespace transcript_detail
@@ -188,14 +228,18 @@ Result<ReplayReport> ReplayTranscript(const Transcript& t, LlamaEngine& engine, 
   }
 
   // The anchor and its root.
+  auto ta = Clock::now();
   auto anchor = engine.BuildAnchor(t.anchor_tokens);
   if (!anchor.ok()) return anchor.status();
+  const double anchor_s = std::chrono::duration<double>(Clock::now() - ta).count();
+  ta = Clock::now();
   Digest anchor_root = Sha256(nullptr, 0);
   if ((*anchor)->length() > 0) {
     auto layers = AnchorLayerDigestsCpu(**anchor, t.chunk_bytes);
     if (!layers.ok()) return layers.status();
     anchor_root = CombineLayerDigests(*layers);
   }
+  const double anchor_hash_s = std::chrono::duration<double>(Clock::now() - ta).count();
   if (!(anchor_root == t.anchor_root)) return Fail(rep, -1, "anchor root differs");
 
   // One teacher-forced prefill.
@@ -205,8 +249,11 @@ Result<ReplayReport> ReplayTranscript(const Transcript& t, LlamaEngine& engine, 
   auto seq = engine.NewSequence(*anchor);
   if (!seq.ok()) return seq.status();
   std::vector<float> logits;  // [n_logits, vocab]
+  double forward_s = 0.0;
   auto result = [&]() -> Result<ReplayReport> {
+    const auto tf = Clock::now();
     FP_RETURN_IF_ERROR(engine.Forward(*seq, fed, n_logits, &logits));
+    forward_s = std::chrono::duration<double>(Clock::now() - tf).count();
     auto table = engine.cache().meta().BlockTable(*seq);
     if (!table.ok()) return table.status();
     auto digests = [&](std::span<const transcript_detail::PageFill> pages) -> Result<std::vector<Digest>> {
@@ -221,10 +268,18 @@ Result<ReplayReport> ReplayTranscript(const Transcript& t, LlamaEngine& engine, 
       }
       return out;
     };
-    return transcript_detail::CheckCommitsAndTokens(t, opt, kv_len, digests, logits, c.vocab_size);
+    transcript_detail::ReplayedTokens toks;
+    toks.logits = logits;
+    toks.vocab = c.vocab_size;
+    return transcript_detail::CheckCommitsAndTokens(t, opt, kv_len, digests, toks);
   }();
   (void)engine.FreeSequence(*seq);
-  if (result.ok()) result->replay_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  if (result.ok()) {
+    result->replay_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    result->anchor_seconds = anchor_s;
+    result->forward_seconds = forward_s;
+    result->hash_seconds += anchor_hash_s;
+  }
   return result;
 }
 

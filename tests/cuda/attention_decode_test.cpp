@@ -107,7 +107,9 @@ void CheckRandomCases(int count, uint64_t base) {
     for (size_t i = 0; i < futs.size(); ++i) {
       const Prepared pr = futs[i].get();
       SCOPED_TRACE("seed " + std::to_string(base + first + i) + ": " + Describe(pr.c.spec, pr.split));
-      const Checked r = RunAndCompare(pr.c, pr.ref, pr.naive, DecodeOptions{pr.split});
+      DecodeOptions opt{pr.split};
+      opt.fused_merge = (i % 2) == 0;  // both merge paths against the oracle
+      const Checked r = RunAndCompare(pr.c, pr.ref, pr.naive, opt);
       EXPECT_LE(r.err, 2 * r.naive + 1e-5) << "kernel error " << r.err << " vs naive " << r.naive;
       EXPECT_LE(r.lse_err, 1e-4);
       if (r.naive > 0) worst_ratio = std::max(worst_ratio, r.err / r.naive);
@@ -186,6 +188,57 @@ TEST(AttentionDecodeCuda, RerunIsBitIdentical) {
     EXPECT_EQ(o[0], o[1]) << Describe(s, 64);
     EXPECT_EQ(0, std::memcmp(lse[0].data(), lse[1].data(), lse[0].size() * 4)) << Describe(s, 64);
   }
+}
+
+// The fused merge (default; the last split's CTA merges) gives the bits of the merge kernel, run after run on one
+// plan (its arrival counters reset themselves), and with programmatic dependent launch where the GPU has it.
+TEST(AttentionDecodeCuda, FusedMergeMatchesMergeKernel) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937_64 rng(BaseSeed());
+  int dev = 0, major = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  int merged_cases = 0;
+  for (int iter = 0; iter < 12; ++iter) {
+    CaseSpec s = testing::RandomDecodeSpec(rng);
+    s.with_lse = true;
+    const Case c = testing::MakeCase(s, rng());
+    DecodeDeviceCase d = testing::UploadCase(c);
+    auto run = [&](const DecodeOptions& opt, int times, std::vector<uint8_t>* o, std::vector<float>* lse) {
+      auto plan = AttentionDecodePlan::Create(d.p, d.host_batch, opt);
+      ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+      if (plan->max_splits() > 1) ++merged_cases;
+      for (int t = 0; t < times; ++t) {
+        d.Poison();
+        ASSERT_TRUE(plan->Run(d.p).ok());
+        CUDA_CHECK(cudaDeviceSynchronize());
+        const auto ot = testing::DownloadBytes<uint8_t>(d.o.get(), d.o_bytes);
+        const auto lt = testing::DownloadBytes<float>(d.lse.get(), d.lse_count);
+        if (t == 0) {
+          *o = ot;
+          *lse = lt;
+        } else {
+          EXPECT_EQ(ot, *o) << "run " << t << ": " << Describe(s, opt.split_tokens);
+          EXPECT_EQ(0, std::memcmp(lt.data(), lse->data(), lt.size() * 4));
+        }
+      }
+    };
+    DecodeOptions kernel_merge{64};  // small splits: most sequences have several
+    kernel_merge.fused_merge = false;
+    std::vector<uint8_t> o_ref, o_fused;
+    std::vector<float> lse_ref, lse_fused;
+    run(kernel_merge, 1, &o_ref, &lse_ref);
+    run(DecodeOptions{64}, 3, &o_fused, &lse_fused);
+    EXPECT_EQ(o_fused, o_ref) << Describe(s, 64);
+    EXPECT_EQ(0, std::memcmp(lse_fused.data(), lse_ref.data(), lse_ref.size() * 4)) << Describe(s, 64);
+    if (major >= 9) {
+      DecodeOptions pdl{64};
+      pdl.pdl = true;
+      run(pdl, 2, &o_fused, &lse_fused);
+      EXPECT_EQ(o_fused, o_ref) << "pdl: " << Describe(s, 64);
+    }
+  }
+  EXPECT_GT(merged_cases, 0) << "no case had several splits: the test checked nothing";
 }
 
 // A sequence computed alone gives the same bits as the same sequence inside a mixed batch (other lengths, other

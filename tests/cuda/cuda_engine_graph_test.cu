@@ -114,7 +114,8 @@ TEST(CudaEngineGraph, GemmKernelsAgreeAndPdlKeepsBits) {
     for (int s = 0; s < B; ++s) {
       auto id = g->NewSequence(nullptr);
       ASSERT_TRUE(id.ok());
-      std::vector<int32_t> p(static_cast<size_t>(10 + 7 * s));
+      // Sequence 0 is longer than the per-step attention split (512): its step runs several splits and the merge.
+      std::vector<int32_t> p(static_cast<size_t>(s == 0 ? 600 : 10 + 7 * s));
       for (auto& t : p) t = tok(rng);
       std::vector<float> unused;
       ASSERT_TRUE(g->Forward(*id, p, 0, &unused).ok());
@@ -123,20 +124,24 @@ TEST(CudaEngineGraph, GemmKernelsAgreeAndPdlKeepsBits) {
     std::vector<int32_t> t(static_cast<size_t>(B));
     for (auto& x : t) x = tok(rng);
     // The same step through cuBLAS (reference), the GEMV and the skinny tensor-core GEMM (+ fused SwiGLU).
+    // pdl also chooses the attention's launch: with PDL (early KV prefetch, fused merge) or without it (the split
+    // merge as its own kernel).
     auto step = [&](int32_t gemv, int32_t skinny, bool pdl, std::vector<float>* out) {
       CudaLlama::DecodeTuning tu;
       tu.gemv_max_batch = gemv;
       tu.skinny_max_batch = skinny;
       tu.pdl = pdl;
+      tu.fused_merge = pdl;
       g->SetDecodeTuning(tu);
       ASSERT_TRUE(g->DecodeLogits(seqs, t, out).ok());
       for (SeqId s : seqs) ASSERT_TRUE(g->Truncate(s, *g->Length(s) - 1).ok());
     };
-    std::vector<float> ref, gemv, skinny, skinny_nopdl;
+    std::vector<float> ref, gemv, skinny, skinny_nopdl, gemv_nopdl;
     step(0, 0, true, &ref);
     step(8, 0, true, &gemv);
     step(0, 64, true, &skinny);
     step(0, 64, false, &skinny_nopdl);
+    step(8, 0, false, &gemv_nopdl);
     for (const auto* v : {&gemv, &skinny}) {
       double num = 0, den = 0;
       for (size_t i = 0; i < ref.size(); ++i) {
@@ -147,6 +152,7 @@ TEST(CudaEngineGraph, GemmKernelsAgreeAndPdlKeepsBits) {
       EXPECT_LT(num / den, 1e-4) << "B " << B << (v == &gemv ? " gemv" : " skinny") << " vs cuBLAS";
     }
     EXPECT_TRUE(skinny == skinny_nopdl) << "B " << B << ": PDL changed the bits";
+    EXPECT_TRUE(gemv == gemv_nopdl) << "B " << B << ": PDL / the fused merge changed the GEMV path's bits";
     for (SeqId s : seqs) ASSERT_TRUE(g->FreeSequence(s).ok());
   }
 }

@@ -2,7 +2,8 @@
 // (async, commits every 5 tokens and at full pages) is recorded with fingerprints and signed; it must verify
 // bit for bit on the GPU (one prefill replays prefill + decode: every commit root, every token), tolerantly on the
 // CPU (fingerprints), and not exactly on the CPU. A tampered root or generated token is rejected on the GPU. Timings
-// of generate vs verify are printed. Every test skips without a CUDA device.
+// of generate vs verify are printed. A greedy transcript is checked through device argmax ids (ForwardGreedy).
+// Every test skips without a CUDA device.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -46,7 +47,7 @@ struct CudaRun {
   double generate_s = 0;
 };
 
-CudaRun GenerateOnCuda(int32_t max_tokens) {
+CudaRun GenerateOnCuda(int32_t max_tokens, SamplerConfig sampler = SamplerConfig{0.9f, 40, 0.95f, 777}) {
   CudaRun r;
   r.dir = fs::temp_directory_path() / ("fp_transcript_cuda_" + std::to_string(::getpid()));
   fs::create_directories(r.dir);
@@ -66,6 +67,8 @@ CudaRun GenerateOnCuda(int32_t max_tokens) {
   auto e = CudaLlama::FromWeights(*lw, co);
   EXPECT_TRUE(e.ok()) << e.status().ToString();
   if (!e.ok()) return r;
+  const Status warm = (*e)->Warmup();  // as generate --device cuda does before its clocks
+  EXPECT_TRUE(warm.ok()) << warm.ToString();
   auto backend = MakeCudaBackend(**e);
   EXPECT_TRUE(backend->replay_any_shape());
   auto tok = testing::MakeByteTokenizer();
@@ -75,7 +78,7 @@ CudaRun GenerateOnCuda(int32_t max_tokens) {
   const auto prompt = tok->Encode("<|im_start|>user\nwrite me a short poem<|im_end|>\n<|im_start|>assistant\n");
   GenerationOptions o;
   o.max_tokens = max_tokens;
-  o.sampler = SamplerConfig{0.9f, 40, 0.95f, 777};
+  o.sampler = sampler;
   o.verify = VerifyMode::kAsync;
   o.commit_every = 5;
   o.stop_at_end_of_turn = false;
@@ -115,10 +118,12 @@ TEST(TranscriptCudaTest, VerifiesExactlyOnCudaTolerantlyOnCpuRejectsTampering) {
   EXPECT_TRUE(exact->ok) << exact->failure;
   EXPECT_EQ(exact->commits_checked, static_cast<int32_t>(r.t.commits.size()));
   EXPECT_EQ(exact->tokens_resampled, static_cast<int32_t>(r.t.generated.size()));
+  EXPECT_FALSE(exact->device_argmax);  // a sampling transcript: logits re-sampled on the host
   std::printf("[transcript-cuda] %zu prompt + %zu generated, %zu commits: generate %.3f s, verify --device cuda "
-              "%.3f s (replay %.3f s)\n",
+              "%.3f s (replay %.3f s: anchor %.4f + forward %.4f + hash %.4f + check %.4f)\n",
               r.t.prompt.size(), r.t.generated.size(), r.t.commits.size(), r.generate_s, verify_s,
-              exact->replay_seconds);
+              exact->replay_seconds, exact->anchor_seconds, exact->forward_seconds, exact->hash_seconds,
+              exact->check_seconds);
 
   ReplayOptions tol;  // CPU, fingerprints
   tol.tolerant = true;
@@ -153,6 +158,54 @@ TEST(TranscriptCudaTest, VerifiesExactlyOnCudaTolerantlyOnCpuRejectsTampering) {
   ASSERT_TRUE(ra.ok());
   EXPECT_FALSE(ra->ok);
   EXPECT_NE(ra->failure.find("anchor"), std::string::npos) << ra->failure;
+  std::error_code ec;
+  fs::remove_all(r.dir, ec);
+}
+
+// A greedy transcript is checked through device argmax ids (no logits to the host): it verifies, a changed
+// generated token (first, middle, last) is caught as a token mismatch, a changed root still as a commit.
+TEST(TranscriptCudaTest, GreedyTranscriptVerifiesThroughDeviceArgmax) {
+  SKIP_WITHOUT_GPU();
+  CudaRun r = GenerateOnCuda(120, SamplerConfig{0.f, 0, 1.f, 5});
+  ASSERT_FALSE(r.t.commits.empty());
+  ASSERT_TRUE(r.t.sampler.greedy());
+  auto back = Transcript::Parse(r.t.ToJson());
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  ReplayOptions on_cuda;
+  on_cuda.device = "cuda";
+  auto exact = VerifyTranscript(*back, r.model, on_cuda);
+  ASSERT_TRUE(exact.ok()) << exact.status().ToString();
+  EXPECT_TRUE(exact->ok) << exact->failure;
+  EXPECT_TRUE(exact->device_argmax);
+  EXPECT_EQ(exact->commits_checked, static_cast<int32_t>(r.t.commits.size()));
+  EXPECT_EQ(exact->tokens_resampled, static_cast<int32_t>(r.t.generated.size()));
+  EXPECT_GT(exact->forward_seconds, 0.0);
+  EXPECT_GT(exact->hash_seconds, 0.0);
+  EXPECT_LE(exact->anchor_seconds + exact->forward_seconds + exact->hash_seconds + exact->check_seconds,
+            exact->replay_seconds * 1.0001);
+  std::printf("[transcript-cuda] greedy: %zu prompt + %zu generated, %zu commits: generate %.3f s, replay %.4f s "
+              "(anchor %.4f + forward %.4f + hash %.4f + check %.4f), device argmax\n",
+              r.t.prompt.size(), r.t.generated.size(), r.t.commits.size(), r.generate_s, exact->replay_seconds,
+              exact->anchor_seconds, exact->forward_seconds, exact->hash_seconds, exact->check_seconds);
+  const size_t n = back->generated.size();
+  for (size_t i : {size_t{0}, n / 2, n - 1}) {
+    Transcript bad = *back;
+    bad.generated[i] = (bad.generated[i] + 1) % 259;
+    auto rt = VerifyTranscript(bad, r.model, on_cuda);
+    ASSERT_TRUE(rt.ok()) << rt.status().ToString();
+    EXPECT_FALSE(rt->ok) << "token " << i;
+    EXPECT_TRUE(rt->device_argmax || rt->first_bad_commit >= 0) << rt->failure;
+    // The last token was never fed, so only its re-check can catch it; the earlier ones may fail a root first.
+    if (i == n - 1) {
+      EXPECT_NE(rt->failure.find("generated token " + std::to_string(i)), std::string::npos) << rt->failure;
+    }
+  }
+  Transcript bad_root = *back;
+  bad_root.commits.back().root.bytes[3] ^= 1;
+  auto rr = VerifyTranscript(bad_root, r.model, on_cuda);
+  ASSERT_TRUE(rr.ok()) << rr.status().ToString();
+  EXPECT_FALSE(rr->ok);
+  EXPECT_GE(rr->first_bad_commit, 0) << rr->failure;
   std::error_code ec;
   fs::remove_all(r.dir, ec);
 }
