@@ -107,6 +107,11 @@ class CudaLlama {
   // logits of the last n_logits of them into logits [n_logits, vocab] on the host. Synchronises the stream.
   // On any error the sequence keeps its old length.
   Status Forward(SeqId seq, std::span<const int32_t> tokens, int32_t n_logits, std::vector<float>* logits);
+  // Forward into caller memory: logits must hold exactly [n_logits, vocab] floats (InvalidArgument otherwise).
+  // Nothing is zero-filled first, and with pinned host memory (cudaMallocHost) the copy is one DMA at bus speed
+  // instead of a staged pageable copy: the replay of sampling transcripts (transcript_cuda.cpp), whose [generated,
+  // vocab] logits all go to the host. In cuda_engine_forward_into.cu.
+  Status ForwardInto(SeqId seq, std::span<const int32_t> tokens, int32_t n_logits, std::span<float> logits);
   // Forward that returns, instead of logits, the greedy pick of each of the last n_ids rows, computed on the device
   // (n_ids ints cross the bus, not [n_ids, vocab] floats): ids [n_ids], exactly Sampler::Sample's greedy choice of
   // that row's logits (lowest id among the maxima), or -1 where Sample would refuse the row (a NaN or +inf logit,

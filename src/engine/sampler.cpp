@@ -46,8 +46,13 @@ int32_t Argmax(std::span<const float> logits) {
 
 }  // namespace
 
-Status Sampler::Candidates(std::span<const float> logits, std::vector<int32_t>* ids,
-                           std::vector<double>* probs) const {
+bool Sampler::Unfiltered(size_t n) const {
+  const bool top_k = config_.top_k > 0 && static_cast<size_t>(config_.top_k) < n;
+  return !top_k && !(config_.top_p < 1.f);
+}
+
+void Sampler::Candidates(std::span<const float> logits, std::vector<int32_t>* ids,
+                         std::vector<double>* probs) const {
   const auto n = static_cast<int32_t>(logits.size());
   ids->resize(static_cast<size_t>(n));
   std::iota(ids->begin(), ids->end(), 0);
@@ -111,7 +116,6 @@ Status Sampler::Candidates(std::span<const float> logits, std::vector<int32_t>* 
     const double kept = std::accumulate(probs->begin(), probs->end(), 0.0);
     for (auto& p : *probs) p /= kept;
   }
-  return Status::Ok();
 }
 
 double Sampler::NextUniform() {
@@ -122,17 +126,54 @@ double Sampler::NextUniform() {
   return static_cast<double>(z >> 11) * (1.0 / 9007199254740992.0);
 }
 
+int32_t Sampler::PickChecked(std::span<const float> logits, double u, SamplerScratch* scratch) const {
+  if (Unfiltered(logits.size())) {
+    // Candidates + the walk below for the unfiltered case, fused: every id in order, weight exp((l - max) / T),
+    // normalised by their sum and accumulated in id order. The same double operations in the same order (each
+    // weight divided by the sum, then added to the running total), so the same token; minus the id vector, the
+    // separate normalising pass, and the walk stops at the pick. The exps are the cost (~0.5 ms per 49152-token
+    // row); they are what a replay parallelises over rows.
+    const size_t n = logits.size();
+    const double inv_t = 1.0 / static_cast<double>(config_.temperature);
+    double max_logit = -INFINITY;
+    for (float v : logits) max_logit = std::max(max_logit, static_cast<double>(v));
+    std::vector<double>& w = scratch->probs;  // [n]
+    w.resize(n);
+    double sum = 0.0;
+    for (size_t i = 0; i < n; ++i) {
+      const double p = std::exp((logits[i] - max_logit) * inv_t);
+      w[i] = p;
+      sum += p;
+    }
+    double cum = 0.0;
+    for (size_t i = 0; i < n; ++i) {
+      cum += w[i] / sum;
+      if (u < cum) return static_cast<int32_t>(i);
+    }
+    return static_cast<int32_t>(n - 1);  // u within rounding of 1
+  }
+  Candidates(logits, &scratch->ids, &scratch->probs);
+  double cum = 0.0;
+  for (size_t i = 0; i < scratch->ids.size(); ++i) {
+    cum += scratch->probs[i];
+    if (u < cum) return scratch->ids[i];
+  }
+  return scratch->ids.back();  // u within rounding of 1
+}
+
 Result<int32_t> Sampler::Sample(std::span<const float> logits) {
   FP_RETURN_IF_ERROR(CheckLogits(logits));
   if (config_.greedy()) return Argmax(logits);
-  FP_RETURN_IF_ERROR(Candidates(logits, &ids_, &probs_));
-  const double u = NextUniform();
-  double cum = 0.0;
-  for (size_t i = 0; i < ids_.size(); ++i) {
-    cum += probs_[i];
-    if (u < cum) return ids_[i];
-  }
-  return ids_.back();  // u within rounding of 1
+  const double u = NextUniform();  // only after the checks: Pick's contract (sampler.h)
+  return PickChecked(logits, u, &scratch_);
+}
+
+Result<int32_t> Sampler::Pick(std::span<const float> logits, double u, SamplerScratch* scratch) const {
+  if (scratch == nullptr) return InvalidArgument("sampler: null scratch");
+  FP_RETURN_IF_ERROR(CheckLogits(logits));
+  if (config_.greedy()) return Argmax(logits);
+  if (!(u >= 0.0 && u < 1.0)) return InvalidArgument("sampler: draw outside [0, 1)");
+  return PickChecked(logits, u, scratch);
 }
 
 Status Sampler::Distribution(std::span<const float> logits, std::vector<float>* probs) const {
@@ -143,9 +184,9 @@ Status Sampler::Distribution(std::span<const float> logits, std::vector<float>* 
     (*probs)[static_cast<size_t>(Argmax(logits))] = 1.f;
     return Status::Ok();
   }
-  FP_RETURN_IF_ERROR(Candidates(logits, &ids_, &probs_));
-  for (size_t i = 0; i < ids_.size(); ++i)
-    (*probs)[static_cast<size_t>(ids_[i])] = static_cast<float>(probs_[i]);
+  Candidates(logits, &scratch_.ids, &scratch_.probs);
+  for (size_t i = 0; i < scratch_.ids.size(); ++i)
+    (*probs)[static_cast<size_t>(scratch_.ids[i])] = static_cast<float>(scratch_.probs[i]);
   return Status::Ok();
 }
 

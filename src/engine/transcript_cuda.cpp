@@ -8,11 +8,15 @@
 // One GpuTreeHasher, created before the clock, serves the anchor and the page batch on the engine's stream (not a
 // hasher, pinned buffer and stream per batch); VerifyTranscriptCuda warms the engine (CudaLlama::Warmup) and the
 // hasher first, and replays the fed tokens in one chunk. A greedy transcript's tokens are checked from device
-// argmax ids (CudaLlama::ForwardGreedy), so the [generated, vocab] logits never cross to the host.
+// argmax ids (CudaLlama::ForwardGreedy), so the [generated, vocab] logits never cross to the host. A sampling
+// transcript's logits do cross, into pinned memory reserved before the clock (ReplayLogits), and are re-sampled
+// on all cores (transcript_detail::ResampleRows).
 #include <algorithm>
 #include <chrono>
 #include <numeric>
+#include <span>
 #include <string>
+#include <vector>
 
 #if defined(FIELDPRINT_HAVE_CUDA)
 #include <cuda_runtime_api.h>
@@ -44,6 +48,70 @@ using Clock = std::chrono::steady_clock;
 
 double Since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
+// Host memory for a sampling replay's logits [generated, vocab] f32 (50 MB for 256 tokens of a 49152-token
+// vocabulary). Why all of them go to the host and not a device-side pick: the check must repeat the recording
+// sampler's decision bit for bit, and that decision rests on the host libm's double exp of every logit of the row
+// (the sum normalising the distribution); a device exp may differ in the last bit, so the rows are re-sampled on
+// the host (ResampleRows, all cores). Why pinned: into a pageable std::vector the copy was zero-fill + page
+// faults + the driver's staged copy, ~44 of the 50 ms "forward" on an H200 (issue #7); into cudaMallocHost memory
+// it is one DMA. Reserved before the replay's clock (pinning 50 MB takes milliseconds too), like the hasher;
+// falls back to pageable memory when pinning fails (correct, only slower).
+class ReplayLogits {
+ public:
+  ReplayLogits() = default;
+  ~ReplayLogits() { Release(); }
+  ReplayLogits(const ReplayLogits&) = delete;
+  ReplayLogits& operator=(const ReplayLogits&) = delete;
+
+  // Best effort: pinned memory for `floats` (none for 0).
+  void Reserve(size_t floats) {
+    if (floats <= pinned_floats_) return;
+    Release();
+#if defined(FIELDPRINT_HAVE_CUDA)
+    void* p = nullptr;
+    if (cudaMallocHost(&p, floats * sizeof(float)) == cudaSuccess) {
+      pinned_ = static_cast<float*>(p);
+      pinned_floats_ = floats;
+    } else {
+      (void)cudaGetLastError();  // not sticky, but leave no error behind for the engine's next check
+    }
+#endif
+  }
+  // `floats` floats: the pinned block when it is big enough, else a pageable vector.
+  std::span<float> Get(size_t floats) {
+    if (floats <= pinned_floats_) return {pinned_, floats};
+    fallback_.resize(floats);
+    return fallback_;
+  }
+
+ private:
+  void Release() {
+#if defined(FIELDPRINT_HAVE_CUDA)
+    if (pinned_ != nullptr) (void)cudaFreeHost(pinned_);
+#endif
+    pinned_ = nullptr;
+    pinned_floats_ = 0;
+  }
+
+  float* pinned_ = nullptr;  // [pinned_floats_]
+  size_t pinned_floats_ = 0;
+  std::vector<float> fallback_;
+};
+
+// Whether the fed tokens can fit the engine's KV pool at all (its capacity is rounded up to pages): otherwise the
+// forward fails, and no [generated, vocab] host buffer should be sized from the transcript's claim first.
+bool FitsEngine(const Transcript& t, const CudaLlama& engine) {
+  const CudaEngineOptions& o = engine.options();
+  return t.prompt.size() + t.generated.size() <=
+         static_cast<size_t>(std::max(o.kv_capacity, 0)) + static_cast<size_t>(std::max(o.page_size, 0));
+}
+
+// Floats a replay of t needs for its logits (0 for greedy: device argmax, or when it cannot fit the engine).
+size_t ReplayLogitFloats(const Transcript& t, const CudaLlama& engine) {
+  if (t.sampler.greedy() || !FitsEngine(t, engine)) return 0;
+  return t.generated.size() * static_cast<size_t>(std::max(engine.config().vocab_size, 0));
+}
+
 // Digests of objects laid out as [2 * L] segments (K then V per layer, page_digest.h): one GPU batch of L items
 // per object on the engine's stream, then the L layer digests of each combined. [objects.size()]
 Result<std::vector<Digest>> CombinedDigestsGpu(GpuTreeHasher& hasher, CudaLlama& engine,
@@ -70,9 +138,9 @@ Result<std::vector<Digest>> CombinedDigestsGpu(GpuTreeHasher& hasher, CudaLlama&
   return out;
 }
 
-// The exact replay on `engine` with `hasher` (created by the caller, outside the timed region).
+// The exact replay on `engine` with `hasher` and `host_logits` (prepared by the caller, outside the timed region).
 Result<ReplayReport> ReplayWithHasher(const Transcript& t, CudaLlama& engine, const ReplayOptions& opt,
-                                      GpuTreeHasher& hasher) {
+                                      GpuTreeHasher& hasher, ReplayLogits& host_logits) {
   const auto t0 = Clock::now();
   ReplayReport rep;
   if (opt.tolerant) return InvalidArgument("replay: the tolerant replay runs on the CPU");
@@ -120,7 +188,7 @@ Result<ReplayReport> ReplayWithHasher(const Transcript& t, CudaLlama& engine, co
   const bool device_argmax = t.sampler.greedy();
   auto seq = engine.NewSequence(*anchor);
   if (!seq.ok()) return seq.status();
-  std::vector<float> logits;  // [n_out, vocab] (sampling transcripts)
+  std::span<float> logits;    // [n_out, vocab] (sampling transcripts), pinned when reserved
   std::vector<int32_t> ids;   // [n_out] (greedy transcripts)
   double forward_s = 0.0;
   auto result = [&]() -> Result<ReplayReport> {
@@ -128,7 +196,10 @@ Result<ReplayReport> ReplayWithHasher(const Transcript& t, CudaLlama& engine, co
     if (device_argmax) {
       FP_RETURN_IF_ERROR(engine.ForwardGreedy(*seq, fed, n_out, &ids));  // synchronises
     } else {
-      FP_RETURN_IF_ERROR(engine.Forward(*seq, fed, n_out, &logits));  // synchronises
+      if (!FitsEngine(t, engine))
+        return ResourceExhausted("replay: the transcript's tokens exceed the engine's KV pool");
+      logits = host_logits.Get(ReplayLogitFloats(t, engine));
+      FP_RETURN_IF_ERROR(engine.ForwardInto(*seq, fed, n_out, logits));  // synchronises
     }
     forward_s = Since(tf);
     auto table = engine.cache().meta().BlockTable(*seq);
@@ -200,7 +271,9 @@ Status RecordFingerprints(Transcript& t, CudaLlama& engine, const std::shared_pt
 Result<ReplayReport> ReplayTranscriptCuda(const Transcript& t, CudaLlama& engine, const ReplayOptions& opt) {
   auto hasher = GpuTreeHasher::Create(t.chunk_bytes);  // InvalidArgument for a bad chunk size, as the checks would
   if (!hasher.ok()) return hasher.status();
-  return ReplayWithHasher(t, engine, opt, **hasher);
+  ReplayLogits host_logits;
+  host_logits.Reserve(ReplayLogitFloats(t, engine));
+  return ReplayWithHasher(t, engine, opt, **hasher, host_logits);
 }
 
 namespace transcript_detail {
@@ -233,7 +306,9 @@ Result<ReplayReport> VerifyTranscriptCuda(const Transcript& t, const std::string
     auto warm = CombinedDigestsGpu(**hasher, **engine, {std::move(segs).value()});
     if (!warm.ok()) return warm.status();
   }
-  return ReplayWithHasher(t, **engine, opt, **hasher);
+  ReplayLogits host_logits;
+  host_logits.Reserve(ReplayLogitFloats(t, **engine));
+  return ReplayWithHasher(t, **engine, opt, **hasher, host_logits);
 }
 
 }  // namespace transcript_detail

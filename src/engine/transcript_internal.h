@@ -3,7 +3,7 @@
 // that each engine supplies from its own KV bytes (host hashing for the CPU pool, GpuTreeHasher for the device
 // pool: the same digests by definition, page_digest.h). Also the engine-neutral TranscriptFromRun core.
 // defines: transcript_detail::PageFill, PageDigestFn, CheckTranscriptInput, ReplayedTokens, CheckCommitsAndTokens,
-//          TranscriptEngineInfo, TranscriptFromRunInfo, VerifyTranscriptCuda
+//          ResampleRows, TranscriptEngineInfo, TranscriptFromRunInfo, VerifyTranscriptCuda
 #pragma once
 
 #include <cstdint>
@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "fieldprint/model_config.h"
+#include "fieldprint/sampler.h"
 #include "fieldprint/transcript.h"
 
 namespace fp::transcript_detail {
@@ -39,6 +40,14 @@ struct ReplayedTokens {
   int32_t vocab = 0;
   std::span<const int32_t> greedy_ids;  // [generated] when use_ids
 };
+
+// Every row of logits [n_rows, vocab] re-sampled with `sampler`: [n_rows], exactly the answers of n_rows
+// sequential Sample calls (the draws are taken in order first, then the rows are picked on up to `threads`
+// threads, <= 0 = all cores; Sampler::Pick). Where a row's answer is an error, the later rows' are meaningless
+// (Sample would have stopped there): read them in order and stop at the first error. Advances the sampler's
+// stream by n_rows draws (none when greedy).
+std::vector<Result<int32_t>> ResampleRows(Sampler& sampler, std::span<const float> logits, int32_t vocab,
+                                          int32_t n_rows, int threads);
 
 // Commit positions against the policy, the picked commits' roots rebuilt from `digests` (all needed pages hashed
 // in one call), then every generated token checked against `tokens`. kv_len = fed tokens. Fills the report's

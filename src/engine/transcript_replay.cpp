@@ -8,10 +8,12 @@
 #include <map>
 #include <set>
 #include <string>
+#include <thread>
 
 #include "fieldprint/commit_policy.h"
 #include "fieldprint/engine.h"
 #include "fieldprint/page_digest.h"
+#include "fieldprint/thread_pool.h"
 #include "fieldprint/transcript.h"
 #include "transcript_internal.h"
 
@@ -76,6 +78,41 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double Since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+}  // namespace
+
+std::vector<Result<int32_t>> ResampleRows(Sampler& sampler, std::span<const float> logits, int32_t vocab,
+                                          int32_t n_rows, int threads) {
+  const auto v = static_cast<size_t>(vocab);
+  std::vector<Result<int32_t>> out(static_cast<size_t>(n_rows), Result<int32_t>(0));  // [n_rows]
+  // The draws first, in stream order: one per row for a sampling config (sampler.h). Where a row fails its
+  // checks, Sample would have stopped the stream there and the caller stops at that row: the later draws are
+  // never looked at.
+  std::vector<double> draws(static_cast<size_t>(n_rows), 0.0);  // [n_rows]
+  if (!sampler.config().greedy()) {
+    for (auto& u : draws) u = sampler.NextUniform();
+  }
+  auto pick = [&](int64_t b, int64_t e) {
+    SamplerScratch scratch;  // per chunk: Pick is const and touches only this
+    for (int64_t i = b; i < e; ++i) {
+      const auto r = static_cast<size_t>(i);
+      out[r] = sampler.Pick(logits.subspan(r * v, v), draws[r], &scratch);
+    }
+  };
+  // A 49152-token row costs ~0.5 ms (its exps), starting a pool well under that: rows in parallel unless the whole
+  // job is tiny (tests' toy vocabularies).
+  int n_threads = threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency());
+  n_threads = std::clamp(n_threads, 1, std::max<int32_t>(1, n_rows));
+  if (n_threads == 1 || static_cast<int64_t>(n_rows) * vocab < (int64_t{1} << 16)) {
+    pick(0, n_rows);
+  } else {
+    ThreadPool pool(n_threads);
+    pool.ParallelFor(n_rows, 1, pick);
+  }
+  return out;
+}
+
+namespace {
 
 Result<ReplayReport> CheckCommitsAndTokensBody(const Transcript& t, const ReplayOptions& opt, int32_t kv_len,
                                                const PageDigestFn& digests, const ReplayedTokens& tokens,
@@ -168,7 +205,8 @@ Result<ReplayReport> CheckCommitsAndTokensBody(const Transcript& t, const Replay
   auto sampler = Sampler::Create(t.sampler);
   if (!sampler.ok()) return sampler.status();
   rep.device_argmax = tokens.use_ids;
-  const auto v = static_cast<size_t>(tokens.vocab);
+  std::vector<Result<int32_t>> picked;  // [n_logits]
+  if (!tokens.use_ids) picked = ResampleRows(*sampler, tokens.logits, tokens.vocab, n_logits, opt.threads);
   for (int32_t i = 0; i < n_logits; ++i) {
     Result<int32_t> tok = 0;
     if (tokens.use_ids) {
@@ -180,7 +218,7 @@ Result<ReplayReport> CheckCommitsAndTokensBody(const Transcript& t, const Replay
         tok = id;
       }
     } else {
-      tok = sampler->Sample(tokens.logits.subspan(static_cast<size_t>(i) * v, v));
+      tok = std::move(picked[static_cast<size_t>(i)]);
     }
     if (!tok.ok()) return tok.status();
     ++rep.tokens_resampled;

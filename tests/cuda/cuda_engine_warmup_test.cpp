@@ -348,5 +348,30 @@ TEST(CudaArgmaxChecked, ForwardGreedyMatchesTheHostSamplerOnEngineLogits) {
   }
 }
 
+// ForwardInto (the sampled replay's pinned destination) gives Forward's bits and rejects a short destination.
+TEST(CudaArgmaxChecked, ForwardIntoMatchesForward) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(6);
+  auto e = MakeEngine(true, Gemm::kCublasPadded, 1024);
+  ASSERT_TRUE(e);
+  const auto toks = Tokens(rng, 300);
+  auto a = e->NewSequence(nullptr);
+  auto b = e->NewSequence(nullptr);
+  ASSERT_TRUE(a.ok() && b.ok());
+  const int32_t n_out = 260;
+  const auto v = static_cast<size_t>(WarmConfig().vocab_size);
+  std::vector<float> want;
+  ASSERT_TRUE(e->Forward(*a, toks, n_out, &want).ok());
+  std::vector<float> got(static_cast<size_t>(n_out) * v, std::nanf(""));
+  const Status st = e->ForwardInto(*b, toks, n_out, got);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  ASSERT_EQ(want.size(), got.size());
+  EXPECT_EQ(0, std::memcmp(want.data(), got.data(), got.size() * sizeof(float)));
+  auto c = e->NewSequence(nullptr);
+  ASSERT_TRUE(c.ok());
+  std::vector<float> small(v);
+  EXPECT_FALSE(e->ForwardInto(*c, toks, n_out, small).ok());
+}
+
 }  // namespace
 }  // namespace fp
