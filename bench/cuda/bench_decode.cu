@@ -8,7 +8,8 @@
 // pages shuffled over the pool; every shape's KV (>= 100 MB) exceeds L2, so no input rotation is needed.
 // Usage: bench_decode [--json PATH] [--reps N] [--split TOKENS] [--warps 4|8] [--sweep]
 // --sweep also times every (warps 4/8) x (split 1024..16384) x (anchor ride/own) per shape (the "sweep" rows of
-// the JSON; docs/kernel-spec.md "Tuning" reads them); the main rows use the defaults (DefaultDecodeConfig).
+// the JSON; docs/kernel-spec.md "Tuning" reads them); the main rows use the defaults (DefaultDecodeConfig, fused
+// merge) and also time the same plan with the merge as its own kernel (params.merge_kernel_us).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -188,12 +189,16 @@ int main(int argc, char** argv) {
     fp::DecodeOptions graph_opt = main_opt;  // graph mode: lengths read on the device, capacity = the table row
     graph_opt.max_kv_len = pages_per_seq * s.P;
     const Timed graph_t = time_plan(graph_opt);
+    fp::DecodeOptions kernel_merge_opt = main_opt;  // the split-KV merge as its own kernel (A/B of the fused merge)
+    kernel_merge_opt.fused_merge = false;
+    const Timed kernel_merge_t = time_plan(kernel_merge_opt);
     const double bytes = 2.0 * 2.0 * (double(s.B) * s.ctx + s.A) * double(row);  // K+V, bf16, anchor once
     const double tbps = bytes / (us * 1e-6) / 1e12;
     const double floor_us = bytes / (copy_tbps * 1e12) * 1e6;
-    std::printf("%-28s %10.1f %9.3f %8.3f %8.1f %6d %6d (split %d, %d warps; graph-mode plan %.1f us)\n",
+    std::printf("%-28s %10.1f %9.3f %8.3f %8.1f %6d %6d (split %d, %d warps; graph-mode plan %.1f us; merge "
+                "kernel %.1f us)\n",
                 s.name.c_str(), us, tbps, tbps / copy_tbps, floor_us, main_t.items, main_t.splits, main_t.split_tokens,
-                main_t.warps, graph_t.us);
+                main_t.warps, graph_t.us, kernel_merge_t.us);
     if (sweep) {
       for (int w : {4, 8}) {
         for (int sp : {1024, 2048, 4096, 8192, 16384}) {
@@ -217,7 +222,8 @@ int main(int argc, char** argv) {
                     {"params", {{"B", s.B}, {"ctx", s.ctx}, {"A", s.A}, {"Hq", s.Hq}, {"Hkv", s.Hkv}, {"d", s.d},
                                 {"page", s.P}, {"dtype", "bf16"}, {"split_tokens", main_t.split_tokens},
                                 {"warps", main_t.warps}, {"gamma", true}, {"work_items", main_t.items},
-                                {"max_splits", main_t.splits}, {"graph_mode_plan_us", graph_t.us}}},
+                                {"max_splits", main_t.splits}, {"graph_mode_plan_us", graph_t.us},
+                                {"merge_kernel_us", kernel_merge_t.us}}},
                     {"time_us", us},
                     {"rate", tbps},
                     {"unit", "TB/s"},
