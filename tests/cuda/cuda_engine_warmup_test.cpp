@@ -70,6 +70,17 @@ std::vector<int32_t> Tokens(std::mt19937& rng, int n) {
   return t;
 }
 
+// Appends the device bytes b names to out; false (and a test failure) when b is an error.
+template <typename Span>
+bool AppendDeviceBytes(const Result<Span>& b, std::vector<std::byte>* out) {
+  EXPECT_TRUE(b.ok());
+  if (!b.ok()) return false;
+  const size_t at = out->size();
+  out->resize(at + b->size());
+  EXPECT_EQ(cudaMemcpy(out->data() + at, b->data(), b->size(), cudaMemcpyDeviceToHost), cudaSuccess);
+  return true;
+}
+
 // Every byte of the K and V pools, [layers][K|V][num_blocks * page bytes], on the host.
 std::vector<std::byte> PoolBytes(CudaLlama& e) {
   std::vector<std::byte> out;
@@ -77,12 +88,10 @@ std::vector<std::byte> PoolBytes(CudaLlama& e) {
   for (int l = 0; l < lay.num_layers; ++l) {
     for (int32_t p = 0; p < lay.num_blocks; ++p) {
       for (bool v : {false, true}) {
-        auto b = v ? e.cache().storage().PageBytesV(l, p) : e.cache().storage().PageBytesK(l, p);
-        EXPECT_TRUE(b.ok());
-        if (!b.ok()) return out;
-        const size_t at = out.size();
-        out.resize(at + b->size());
-        EXPECT_EQ(cudaMemcpy(out.data() + at, b->data(), b->size(), cudaMemcpyDeviceToHost), cudaSuccess);
+        if (!AppendDeviceBytes(v ? e.cache().storage().PageBytesV(l, p) : e.cache().storage().PageBytesK(l, p),
+                               &out)) {
+          return out;
+        }
       }
     }
   }
@@ -101,13 +110,11 @@ std::vector<std::byte> SeqKvBytes(CudaLlama& e, SeqId seq) {
     for (size_t i = 0; i < table->size(); ++i) {
       const int32_t fill = std::min<int32_t>(P, *len - static_cast<int32_t>(i) * P);
       for (bool v : {false, true}) {
-        auto b = v ? e.cache().storage().PageBytesV(l, (*table)[i], fill)
-                   : e.cache().storage().PageBytesK(l, (*table)[i], fill);
-        EXPECT_TRUE(b.ok());
-        if (!b.ok()) return out;
-        const size_t at = out.size();
-        out.resize(at + b->size());
-        EXPECT_EQ(cudaMemcpy(out.data() + at, b->data(), b->size(), cudaMemcpyDeviceToHost), cudaSuccess);
+        if (!AppendDeviceBytes(v ? e.cache().storage().PageBytesV(l, (*table)[i], fill)
+                                 : e.cache().storage().PageBytesK(l, (*table)[i], fill),
+                               &out)) {
+          return out;
+        }
       }
     }
   }
