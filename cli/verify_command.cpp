@@ -89,7 +89,10 @@ int Run(const VerifyArgs& a) {
       "OK (%s replay, bit-exact): %d commit roots, %d consistency proofs, %d tokens %s; replay %.3f s (anchor "
       "%.3f + forward %.3f + hash %.3f + check %.3f), total %.3f s\n",
       a.device.c_str(), r->commits_checked, r->proofs_checked, r->tokens_resampled,
-      r->device_argmax ? "checked by device argmax" : "re-sampled", r->replay_seconds, r->anchor_seconds,
+      r->device_argmax          ? "checked by device argmax"
+      : r->device_sample_bounds ? "checked against device sample bounds"
+                                : "re-sampled",
+      r->replay_seconds, r->anchor_seconds,
       r->forward_seconds, r->hash_seconds, r->check_seconds, s);
   return 0;
 }

@@ -71,6 +71,14 @@ struct CudaEngineOptions {
   InvariantGemm batch_invariant_gemm = InvariantGemm::kCublasPadded;
 };
 
+// Where a recorded token's interval [lo, hi) lies in Sampler::Pick's temperature-only softmax walk, computed on the
+// device (CudaLlama::ForwardSampleBounds); refused = 1 where the host sampler would refuse the row (a NaN or +inf
+// logit, every logit -inf) or the token is out of range.
+struct SampleBounds {
+  double lo = 0.0, hi = 0.0;
+  int32_t refused = 0;
+};
+
 class CudaLlama {
   struct PrivateTag {
     explicit PrivateTag() = default;
@@ -110,7 +118,7 @@ class CudaLlama {
   // Forward into caller memory: logits must hold exactly [n_logits, vocab] floats (InvalidArgument otherwise).
   // Nothing is zero-filled first, and with pinned host memory (cudaMallocHost) the copy is one DMA at bus speed
   // instead of a staged pageable copy: the replay of sampling transcripts (transcript_cuda.cpp), whose [generated,
-  // vocab] logits all go to the host. In cuda_engine_forward_into.cu.
+  // vocab] logits all go to the host. In cuda_engine_forward.cu.
   Status ForwardInto(SeqId seq, std::span<const int32_t> tokens, int32_t n_logits, std::span<float> logits);
   // Forward that returns, instead of logits, the greedy pick of each of the last n_ids rows, computed on the device
   // (n_ids ints cross the bus, not [n_ids, vocab] floats): ids [n_ids], exactly Sampler::Sample's greedy choice of
@@ -118,6 +126,13 @@ class CudaLlama {
   // or every logit -inf). Synchronises; on error the sequence keeps its old length. The replay of greedy
   // transcripts (transcript_cuda.cpp).
   Status ForwardGreedy(SeqId seq, std::span<const int32_t> tokens, int32_t n_ids, std::vector<int32_t>* ids);
+  // Forward that returns, for each of the last picked.size() rows, the SampleBounds of picked[i] under a
+  // temperature-only sampler (inv_temperature = 1 / T, > 0), computed on the device: 24 bytes a row cross the
+  // bus. The replay of sampling transcripts (transcript_cuda.cpp) decides a row from them when its draw lies
+  // clear of both bounds. Synchronises; on error the sequence keeps its old length. In
+  // cuda_engine_forward.cu.
+  Status ForwardSampleBounds(SeqId seq, std::span<const int32_t> tokens, std::span<const int32_t> picked,
+                             double inv_temperature, std::vector<SampleBounds>* bounds);
   // Forward without logits that returns the final hidden states (after the final RMSNorm, kept f32: the LM
   // head's input before its bf16 rounding) of the tokens at hidden_rows (indices into tokens, strictly
   // increasing) into hidden [hidden_rows.size(), d_model] on the host. Synchronises; on error the sequence keeps

@@ -53,11 +53,12 @@ class Sampler {
   Status Distribution(std::span<const float> logits, std::vector<float>* probs) const;
   // Restarts the RNG stream.
   void Reseed(uint64_t seed) { state_ = seed; }
+  // True when neither top-k nor top-p removes a token of an n-token vocabulary (the common sampling case): a
+  // non-greedy pick is then the plain softmax walk in id order (what a device check can bound, SampleBounds).
+  bool Unfiltered(size_t n) const;
 
  private:
   explicit Sampler(const SamplerConfig& c) : config_(c), state_(c.seed) {}
-  // True when neither top-k nor top-p removes a token of an n-token vocabulary (the common sampling case).
-  bool Unfiltered(size_t n) const;
   // Kept token ids and their normalised probabilities. Logits already checked.
   void Candidates(std::span<const float> logits, std::vector<int32_t>* ids, std::vector<double>* probs) const;
   // Pick on checked logits, non-greedy.

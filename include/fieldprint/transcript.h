@@ -159,6 +159,9 @@ struct ReplayReport {
   // The tokens were checked against greedy picks computed on the device (CudaLlama::ForwardGreedy: greedy
   // sampler, CUDA replay) instead of logits re-sampled on the host.
   bool device_argmax = false;
+  // The sampled tokens were confirmed on the device (CudaLlama::ForwardSampleBounds: each draw clear of its token's
+  // bounds in the softmax walk) instead of re-sampling the logits on the host.
+  bool device_sample_bounds = false;
   // Tolerant mode.
   int32_t blocks_checked = 0;
   int64_t first_bad_block = -1;

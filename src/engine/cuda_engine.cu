@@ -138,6 +138,7 @@ Status CudaLlama::Impl::Init(const ModelConfig& config, const CudaEngineOptions&
     meta = positions + t;
   }
   FP_ALLOC(next, int32_t, t);
+  FP_ALLOC(bounds, SampleBounds, t);
   FP_ALLOC(inv_freq, double, static_cast<size_t>(c.head_dim / 2));
   FP_ALLOC(gamma, float, static_cast<size_t>(c.n_heads));
   std::vector<double> inv(static_cast<size_t>(c.head_dim / 2));
@@ -356,7 +357,8 @@ Status CudaLlama::Impl::Logits(int64_t row0, int32_t m) {
 }
 
 Status CudaLlama::Impl::ForwardChunk(SeqId seq, std::span<const int32_t> toks, int32_t logits_from,
-                                     float* host_logits, int32_t* host_ids, AnchorSegment* capture) {
+                                     float* host_logits, int32_t* host_ids, AnchorSegment* capture,
+                                     const BoundsJob* job) {
   const auto n = static_cast<int32_t>(toks.size());
   if (n == 0) return Status::Ok();
   auto res = cache->Reserve(seq, n, stream);
@@ -374,10 +376,19 @@ Status CudaLlama::Impl::ForwardChunk(SeqId seq, std::span<const int32_t> toks, i
   if (Status st = Step(std::span<const Reservation>(&res.value(), 1), toks, *batch, false, capture); !st.ok()) {
     return fail(st);
   }
-  if ((host_logits != nullptr || host_ids != nullptr) && logits_from < n) {
+  if ((host_logits != nullptr || host_ids != nullptr || job != nullptr) && logits_from < n) {
     const int32_t m = n - logits_from;
     if (Status st = Logits(logits_from, m); !st.ok()) return fail(st);
-    if (host_ids != nullptr) {  // m <= n <= T ids: `next` holds them; n ints cross the bus instead of [m, vocab]
+    if (job != nullptr) {  // m picked ids in, m bounds out: 24 bytes a row instead of [m, vocab] floats
+      const size_t ib = static_cast<size_t>(m) * sizeof(int32_t), bb = static_cast<size_t>(m) * sizeof(SampleBounds);
+      if (cudaError_t e = cudaMemcpyAsync(next, job->picked, ib, cudaMemcpyHostToDevice, stream); e != cudaSuccess)
+        return fail(CudaStatus(e, "picked ids to device", __FILE__, __LINE__));
+      if (Status st = ce::LaunchSampleBounds(logits, m, c.vocab_size, next, job->inv_temperature, bounds, stream);
+          !st.ok())
+        return fail(st);
+      if (cudaError_t e = cudaMemcpyAsync(job->out, bounds, bb, cudaMemcpyDeviceToHost, stream); e != cudaSuccess)
+        return fail(CudaStatus(e, "sample bounds to host", __FILE__, __LINE__));
+    } else if (host_ids != nullptr) {  // m <= n <= T ids: `next` holds them; n ints cross the bus instead of [m, vocab]
       if (Status st = ce::LaunchArgmaxChecked(logits, m, c.vocab_size, next, stream); !st.ok()) return fail(st);
       const size_t bytes = static_cast<size_t>(m) * sizeof(int32_t);
       if (cudaError_t e = cudaMemcpyAsync(host_ids, next, bytes, cudaMemcpyDeviceToHost, stream); e != cudaSuccess) {
@@ -563,53 +574,6 @@ Result<int32_t> CudaLlama::Impl::RoomFor(SeqId seq, int64_t n) const {
                       std::to_string(c.context_length));
   }
   return *len;
-}
-
-Status CudaLlama::Impl::ForwardRows(SeqId seq, std::span<const int32_t> toks, int32_t n_out, float* out_logits,
-                                    int32_t* out_ids) {
-  const auto n = static_cast<int64_t>(toks.size());
-  if (n_out < 0 || n_out > n) {
-    return InvalidArgument("n_logits " + std::to_string(n_out) + " outside [0, " + std::to_string(n) + "]");
-  }
-  auto len = RoomFor(seq, n);
-  if (!len.ok()) return len.status();
-  FP_RETURN_IF_ERROR(CheckTokens(toks));
-  const int64_t first_out = n - n_out;
-  const int32_t old_len = *len;
-  for (int64_t c0 = 0; c0 < n; c0 += opt.max_chunk) {
-    const int64_t k = std::min<int64_t>(opt.max_chunk, n - c0);
-    const int64_t lf = std::max<int64_t>(0, first_out - c0);
-    const int64_t at = c0 + lf - first_out;  // first output row of this chunk
-    float* lo = out_logits != nullptr && lf < k ? out_logits + at * c.vocab_size : nullptr;
-    int32_t* io = out_ids != nullptr && lf < k ? out_ids + at : nullptr;
-    Status st = ForwardChunk(seq, toks.subspan(static_cast<size_t>(c0), static_cast<size_t>(k)),
-                             static_cast<int32_t>(lf), lo, io, nullptr);
-    if (!st.ok()) {
-      (void)cache->meta().Truncate(seq, old_len);  // earlier chunks of this call are undone too
-      return st;
-    }
-  }
-  return Status::Ok();
-}
-
-Status CudaLlama::Forward(SeqId seq, std::span<const int32_t> tokens, int32_t n_logits, std::vector<float>* logits) {
-  Impl& m = *impl_;
-  if (n_logits < 0 || n_logits > static_cast<int64_t>(tokens.size())) {
-    return InvalidArgument("n_logits " + std::to_string(n_logits) + " outside [0, " +
-                           std::to_string(tokens.size()) + "]");
-  }
-  if (n_logits > 0 && logits == nullptr) return InvalidArgument("forward: null logits");
-  if (logits != nullptr) logits->assign(static_cast<size_t>(n_logits) * static_cast<size_t>(m.c.vocab_size), 0.f);
-  return m.ForwardRows(seq, tokens, n_logits, logits != nullptr ? logits->data() : nullptr, nullptr);
-}
-
-Status CudaLlama::ForwardGreedy(SeqId seq, std::span<const int32_t> tokens, int32_t n_ids, std::vector<int32_t>* ids) {
-  if (n_ids < 0 || n_ids > static_cast<int64_t>(tokens.size())) {
-    return InvalidArgument("n_ids " + std::to_string(n_ids) + " outside [0, " + std::to_string(tokens.size()) + "]");
-  }
-  if (n_ids > 0 && ids == nullptr) return InvalidArgument("forward: null ids");
-  if (ids != nullptr) ids->assign(static_cast<size_t>(n_ids), -1);
-  return impl_->ForwardRows(seq, tokens, n_ids, nullptr, ids != nullptr ? ids->data() : nullptr);
 }
 
 }  // namespace fp

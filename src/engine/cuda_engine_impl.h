@@ -69,7 +69,8 @@ struct CudaLlama::Impl {
   int64_t* slot_rows = nullptr;  // [T] (the block's start)
   int32_t* tokens = nullptr;     // [T]
   int32_t* positions = nullptr;  // [T]
-  int32_t* next = nullptr;       // [T] argmax
+  int32_t* next = nullptr;       // [T] argmax (or a chunk's picked ids for LaunchSampleBounds)
+  SampleBounds* bounds = nullptr;  // [T] LaunchSampleBounds output
   double* inv_freq = nullptr;    // [hd / 2]
   float* gamma = nullptr;        // [Hq]
   bool gamma_nonzero = false;
@@ -134,12 +135,21 @@ struct CudaLlama::Impl {
   Status GraphDecodeStep(std::span<const Reservation> res, std::span<const int32_t> toks,
                          const KvBatch& batch);
   Status Logits(int64_t row0, int32_t m);  // logits of residual rows [row0, row0 + m) into `logits`
-  // Appends toks to seq; rows logits_from .. n-1 then give their logits (host_logits [m, vocab]) or their checked
-  // device argmax (host_ids [m], LaunchArgmaxChecked), m = n - logits_from; both null: neither. Synchronises.
+  // ForwardSampleBounds's request for the output rows: their picked ids and where their bounds go (host).
+  struct BoundsJob {
+    const int32_t* picked = nullptr;  // [rows]
+    double inv_temperature = 1.0;
+    SampleBounds* out = nullptr;      // [rows]
+  };
+  // Appends toks to seq; rows logits_from .. n-1 then give their logits (host_logits [m, vocab]), their checked
+  // device argmax (host_ids [m], LaunchArgmaxChecked) or their sample bounds (bounds, LaunchSampleBounds),
+  // m = n - logits_from; all null: none. Synchronises.
   Status ForwardChunk(SeqId seq, std::span<const int32_t> toks, int32_t logits_from, float* host_logits,
-                      int32_t* host_ids, AnchorSegment* capture);
-  // Forward / ForwardGreedy: the last n_out rows' logits (logits [n_out, vocab]) or greedy ids (ids [n_out]).
-  Status ForwardRows(SeqId seq, std::span<const int32_t> tokens, int32_t n_out, float* logits, int32_t* ids);
+                      int32_t* host_ids, AnchorSegment* capture, const BoundsJob* bounds = nullptr);
+  // Forward / ForwardGreedy / ForwardSampleBounds: the last n_out rows' logits (logits [n_out, vocab]), greedy
+  // ids (ids [n_out]) or sample bounds (bounds: n_out rows).
+  Status ForwardRows(SeqId seq, std::span<const int32_t> tokens, int32_t n_out, float* logits, int32_t* ids,
+                     const BoundsJob* bounds = nullptr);
   // The sequence's length, if n more tokens fit its context (anchor + length + n <= context_length), else
   // OutOfRange; unknown sequences are errors.
   Result<int32_t> RoomFor(SeqId seq, int64_t n) const;

@@ -3,7 +3,7 @@
 // check the launch; preconditions (token ids in range, slot rows in the pool) are the caller's, checked on
 // the host before upload. Activations: residual stream f32, GEMM inputs bf16, GEMM outputs f32. defines:
 // LaunchEmbed, LaunchRmsNorm, LaunchRopeWriteKv, GateUpRow, SwiGluBf16, LaunchSwiGlu, LaunchArgmax,
-//          LaunchArgmaxChecked, LaunchRandomBf16,
+//          LaunchArgmaxChecked, LaunchSampleBounds (cuda_sample_bounds.cu), LaunchRandomBf16,
 //          LaunchFillF32, LaunchF32ToBf16, GemvSupported, LaunchGemvBf16, LaunchGemvSwiGluBf16 (cuda_gemv.cu),
 //          SkinnyGemmSupported, LaunchSkinnyGemm, LaunchSkinnyGemmSwiGlu (cuda_skinny_gemm.cu)
 // `pdl`: launch with programmatic dependent launch (cuda_pdl.cuh; the caller checks the device is sm_90+).
@@ -14,6 +14,7 @@
 
 #include <cstdint>
 
+#include "fieldprint/cuda_engine.h"  // SampleBounds
 #include "fieldprint/status.h"
 
 namespace fp::cuda_engine {
@@ -67,6 +68,11 @@ Status LaunchArgmax(const float* logits, int n, int vocab, int32_t* out, cudaStr
 // The same pick, bit for bit Sampler::Sample's greedy rule (lowest index among the maxima), with out[t] = -1 for a
 // row Sample refuses (a NaN or +inf logit, or every logit -inf): the device argmax of a transcript replay.
 Status LaunchArgmaxChecked(const float* logits, int n, int vocab, int32_t* out, cudaStream_t stream);
+// Per row t: where picked[t]'s interval [lo, hi) lies in Sampler::Pick's softmax walk (temperature only), in
+// double on the device; refused = 1 where Sample refuses the row or picked[t] is out of range
+// (cuda_sample_bounds.cu has the error argument). logits: [n, vocab] f32, picked, out: [n].
+Status LaunchSampleBounds(const float* logits, int n, int vocab, const int32_t* picked, double inv_temperature,
+                          SampleBounds* out, cudaStream_t stream);
 
 // dst[i] = bf16(scale * u(seed, i)), u uniform in [-1, 1) from a counter hash: random weights without the
 // host.

@@ -42,6 +42,10 @@ Result<int32_t> CudaLlama::Length(SeqId) const { return NoCuda(); }
 Status CudaLlama::Forward(SeqId, std::span<const int32_t>, int32_t, std::vector<float>*) { return NoCuda(); }
 Status CudaLlama::ForwardGreedy(SeqId, std::span<const int32_t>, int32_t, std::vector<int32_t>*) { return NoCuda(); }
 Status CudaLlama::ForwardInto(SeqId, std::span<const int32_t>, int32_t, std::span<float>) { return NoCuda(); }
+Status CudaLlama::ForwardSampleBounds(SeqId, std::span<const int32_t>, std::span<const int32_t>, double,
+                                      std::vector<SampleBounds>*) {
+  return NoCuda();
+}
 Status CudaLlama::Warmup() { return NoCuda(); }
 Status CudaLlama::DecodeStep(std::span<const SeqId>, std::span<const int32_t>) { return NoCuda(); }
 const float* CudaLlama::device_logits() const { return nullptr; }

@@ -9,8 +9,10 @@
 // hasher, pinned buffer and stream per batch); VerifyTranscriptCuda warms the engine (CudaLlama::Warmup) and the
 // hasher first, and replays the fed tokens in one chunk. A greedy transcript's tokens are checked from device
 // argmax ids (CudaLlama::ForwardGreedy), so the [generated, vocab] logits never cross to the host. A sampling
-// transcript's logits do cross, into pinned memory reserved before the clock (ReplayLogits), and are re-sampled
-// on all cores (transcript_detail::ResampleRows).
+// transcript with a temperature-only sampler is first checked against device-computed bounds of each token in the
+// softmax walk (ConfirmBySampleBounds: 24 bytes a row cross); only when a row is too close to call, refused or
+// wrong do the logits cross, into pinned memory reserved before the clock (ReplayLogits), to be re-sampled on all
+// cores (transcript_detail::ResampleRows), which is also the path of top-k / top-p samplers.
 #include <algorithm>
 #include <chrono>
 #include <numeric>
@@ -138,6 +140,36 @@ Result<std::vector<Digest>> CombinedDigestsGpu(GpuTreeHasher& hasher, CudaLlama&
   return out;
 }
 
+// A sampling transcript's tokens confirmed on the device instead of re-sampled on the host (the [n, vocab] logits
+// stay on the GPU): for a temperature-only sampler, each row's draw u (taken in order, as Sample takes them) must
+// lie at least kSampleBoundMargin inside its recorded token's [lo, hi) in the softmax walk (cuda_sample_bounds.cu:
+// device and host values are both within ~1.6e-11 of the real ones at vocab 49152, so such a row is decided
+// exactly as the host walk decides it). Any other row (closer than the margin, outside, refused) answers false and
+// the caller takes the exact host path, which also writes the mismatch report.
+constexpr double kSampleBoundMargin = 1e-9;
+
+bool SampleBoundsApply(const Transcript& t, int32_t vocab) {
+  if (t.sampler.greedy() || vocab <= 0) return false;
+  auto s = Sampler::Create(t.sampler);
+  return s.ok() && s->Unfiltered(static_cast<size_t>(vocab));
+}
+
+Result<bool> ConfirmBySampleBounds(const Transcript& t, CudaLlama& engine, SeqId seq, std::span<const int32_t> fed) {
+  auto sampler = Sampler::Create(t.sampler);
+  if (!sampler.ok()) return sampler.status();
+  const int32_t vocab = engine.config().vocab_size;
+  std::vector<SampleBounds> b;  // [generated]
+  FP_RETURN_IF_ERROR(
+      engine.ForwardSampleBounds(seq, fed, t.generated, 1.0 / static_cast<double>(t.sampler.temperature), &b));
+  for (size_t i = 0; i < b.size(); ++i) {
+    const double u = sampler->NextUniform();
+    const bool last = t.generated[i] == vocab - 1;  // the walk also ends there when u rounds past the total
+    if (b[i].refused || !(u >= b[i].lo + kSampleBoundMargin) || !(last || u < b[i].hi - kSampleBoundMargin))
+      return false;
+  }
+  return true;
+}
+
 // The exact replay on `engine` with `hasher` and `host_logits` (prepared by the caller, outside the timed region).
 Result<ReplayReport> ReplayWithHasher(const Transcript& t, CudaLlama& engine, const ReplayOptions& opt,
                                       GpuTreeHasher& hasher, ReplayLogits& host_logits) {
@@ -189,13 +221,27 @@ Result<ReplayReport> ReplayWithHasher(const Transcript& t, CudaLlama& engine, co
   auto seq = engine.NewSequence(*anchor);
   if (!seq.ok()) return seq.status();
   std::span<float> logits;    // [n_out, vocab] (sampling transcripts), pinned when reserved
-  std::vector<int32_t> ids;   // [n_out] (greedy transcripts)
+  std::vector<int32_t> ids;   // [n_out] (greedy transcripts; sampling ones confirmed by SampleBounds)
+  bool by_bounds = false;
   double forward_s = 0.0;
   auto result = [&]() -> Result<ReplayReport> {
     const auto tf = Clock::now();
+    if (!device_argmax && n_out > 0 && SampleBoundsApply(t, c.vocab_size)) {
+      auto decided = ConfirmBySampleBounds(t, engine, *seq, fed);
+      if (!decided.ok()) return decided.status();
+      if (*decided) {
+        by_bounds = true;
+        ids = t.generated;
+      } else {  // a row too close to call (or wrong): the exact host path below, on a fresh sequence
+        FP_RETURN_IF_ERROR(engine.FreeSequence(*seq));
+        auto fresh = engine.NewSequence(*anchor);
+        if (!fresh.ok()) return fresh.status();
+        *seq = *fresh;
+      }
+    }
     if (device_argmax) {
       FP_RETURN_IF_ERROR(engine.ForwardGreedy(*seq, fed, n_out, &ids));  // synchronises
-    } else {
+    } else if (!by_bounds) {
       if (!FitsEngine(t, engine))
         return ResourceExhausted("replay: the transcript's tokens exceed the engine's KV pool");
       logits = host_logits.Get(ReplayLogitFloats(t, engine));
@@ -216,7 +262,8 @@ Result<ReplayReport> ReplayWithHasher(const Transcript& t, CudaLlama& engine, co
       return CombinedDigestsGpu(hasher, engine, objects);
     };
     transcript_detail::ReplayedTokens toks;
-    toks.use_ids = device_argmax;
+    toks.use_ids = device_argmax || by_bounds;
+    toks.ids_from_sample_bounds = by_bounds;
     toks.logits = logits;
     toks.vocab = c.vocab_size;
     toks.greedy_ids = ids;

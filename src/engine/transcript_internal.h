@@ -39,6 +39,8 @@ struct ReplayedTokens {
   std::span<const float> logits;         // [generated, vocab] when !use_ids
   int32_t vocab = 0;
   std::span<const int32_t> greedy_ids;  // [generated] when use_ids
+  // use_ids for a sampling transcript: ids are the recorded tokens, each confirmed on the device (SampleBounds).
+  bool ids_from_sample_bounds = false;
 };
 
 // Every row of logits [n_rows, vocab] re-sampled with `sampler`: [n_rows], exactly the answers of n_rows

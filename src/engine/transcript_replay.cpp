@@ -120,7 +120,10 @@ Result<ReplayReport> CheckCommitsAndTokensBody(const Transcript& t, const Replay
   ReplayReport rep;
   const auto n_logits = static_cast<int32_t>(t.generated.size());
   if (tokens.use_ids) {
-    if (!t.sampler.greedy()) return Internal("replay: device greedy ids for a sampling (non-greedy) transcript");
+    if (!t.sampler.greedy() && !tokens.ids_from_sample_bounds)
+      return Internal("replay: device greedy ids for a sampling (non-greedy) transcript");
+    if (t.sampler.greedy() && tokens.ids_from_sample_bounds)
+      return Internal("replay: sample-bound ids for a greedy transcript");
     if (tokens.greedy_ids.size() != static_cast<size_t>(n_logits)) return Internal("replay: ids of the wrong count");
   } else if (tokens.vocab <= 0 ||
              tokens.logits.size() != static_cast<size_t>(n_logits) * static_cast<size_t>(tokens.vocab)) {
@@ -204,7 +207,8 @@ Result<ReplayReport> CheckCommitsAndTokensBody(const Transcript& t, const Replay
   // Re-sample every generated token from the replayed logits, or take the device's greedy picks.
   auto sampler = Sampler::Create(t.sampler);
   if (!sampler.ok()) return sampler.status();
-  rep.device_argmax = tokens.use_ids;
+  rep.device_argmax = tokens.use_ids && !tokens.ids_from_sample_bounds;
+  rep.device_sample_bounds = tokens.use_ids && tokens.ids_from_sample_bounds;
   std::vector<Result<int32_t>> picked;  // [n_logits]
   if (!tokens.use_ids) picked = ResampleRows(*sampler, tokens.logits, tokens.vocab, n_logits, opt.threads);
   for (int32_t i = 0; i < n_logits; ++i) {

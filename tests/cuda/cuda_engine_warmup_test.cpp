@@ -355,6 +355,93 @@ TEST(CudaArgmaxChecked, ForwardGreedyMatchesTheHostSamplerOnEngineLogits) {
   }
 }
 
+// LaunchSampleBounds against the host sampler: for a random draw u, the token Sampler::Pick returns has device
+// bounds with lo <= u < hi (up to the error argument's 1e-10), both within 1e-10 of the host's own running sums;
+// refused rows (NaN, +inf, all -inf) and out-of-range ids are flagged.
+TEST(CudaSampleBounds, BracketTheHostSamplersPick) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(31);
+  std::uniform_real_distribution<float> ul(-6.f, 6.f);
+  std::uniform_real_distribution<double> uu(0.0, 1.0);
+  for (int vocab : {1, 300, 5003, 49152}) {
+    for (float temp : {0.3f, 0.8f, 1.7f}) {
+      auto sampler = Sampler::Create(SamplerConfig{temp, 0, 1.f, 1});
+      ASSERT_TRUE(sampler.ok());
+      const int n = 24;
+      const size_t v = static_cast<size_t>(vocab);
+      std::vector<float> flat(n * v);
+      for (auto& x : flat) x = ul(rng);
+      for (size_t k = 0; k < v && vocab > 10; k += 7) flat[3 * v + k] = 5.f;  // a row of many ties
+      std::vector<double> draws(n);
+      std::vector<int32_t> picked(n);
+      SamplerScratch scratch;
+      for (int i = 0; i < n; ++i) {
+        draws[i] = i == 5 ? 0.0 : uu(rng);
+        auto p = sampler->Pick(std::span<const float>(flat).subspan(i * v, v), draws[i], &scratch);
+        ASSERT_TRUE(p.ok());
+        picked[i] = *p;
+      }
+      picked[n - 1] = vocab;  // out of range: refused
+      float* d_logits = nullptr;
+      int32_t* d_picked = nullptr;
+      SampleBounds* d_out = nullptr;
+      ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&d_logits), flat.size() * 4), cudaSuccess);
+      ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&d_picked), n * 4), cudaSuccess);
+      ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&d_out), n * sizeof(SampleBounds)), cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(d_logits, flat.data(), flat.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(d_picked, picked.data(), n * 4, cudaMemcpyHostToDevice), cudaSuccess);
+      ASSERT_TRUE(cuda_engine::LaunchSampleBounds(d_logits, n, vocab, d_picked, 1.0 / static_cast<double>(temp),
+                                                  d_out, nullptr)
+                      .ok());
+      std::vector<SampleBounds> b(n);
+      ASSERT_EQ(cudaMemcpy(b.data(), d_out, n * sizeof(SampleBounds), cudaMemcpyDeviceToHost), cudaSuccess);
+      cudaFree(d_logits);
+      cudaFree(d_picked);
+      cudaFree(d_out);
+      for (int i = 0; i < n - 1; ++i) {
+        // The host's running sums up to the pick, in its own order.
+        const float* row = flat.data() + i * v;
+        double mx = -INFINITY;
+        for (size_t k = 0; k < v; ++k) mx = std::max(mx, static_cast<double>(row[k]));
+        double sum = 0.0;
+        std::vector<double> w(v);
+        for (size_t k = 0; k < v; ++k) sum += (w[k] = std::exp((row[k] - mx) * (1.0 / static_cast<double>(temp))));
+        double cum = 0.0;
+        for (int k = 0; k < picked[i]; ++k) cum += w[static_cast<size_t>(k)] / sum;
+        const double hi = cum + w[static_cast<size_t>(picked[i])] / sum;
+        EXPECT_EQ(b[i].refused, 0) << "vocab " << vocab << " row " << i;
+        EXPECT_NEAR(b[i].lo, cum, 1e-10) << "vocab " << vocab << " row " << i;
+        EXPECT_NEAR(b[i].hi, hi, 1e-10) << "vocab " << vocab << " row " << i;
+        EXPECT_LE(b[i].lo, draws[i] + 1e-10);
+        if (picked[i] != vocab - 1) {
+          EXPECT_LT(draws[i], b[i].hi + 1e-10);
+        }
+      }
+      EXPECT_EQ(b[n - 1].refused, 1);
+    }
+  }
+  // Refused rows.
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> rows = {1.f, nan, 2.f, 1.f, inf, 2.f, -inf, -inf, -inf};
+  std::vector<int32_t> picked = {0, 0, 1};
+  float* d_logits = nullptr;
+  int32_t* d_picked = nullptr;
+  SampleBounds* d_out = nullptr;
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&d_logits), rows.size() * 4), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&d_picked), 12), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&d_out), 3 * sizeof(SampleBounds)), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(d_logits, rows.data(), rows.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(d_picked, picked.data(), 12, cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_TRUE(cuda_engine::LaunchSampleBounds(d_logits, 3, 3, d_picked, 1.0, d_out, nullptr).ok());
+  std::vector<SampleBounds> b(3);
+  ASSERT_EQ(cudaMemcpy(b.data(), d_out, 3 * sizeof(SampleBounds), cudaMemcpyDeviceToHost), cudaSuccess);
+  for (const SampleBounds& x : b) EXPECT_EQ(x.refused, 1);
+  EXPECT_FALSE(cuda_engine::LaunchSampleBounds(d_logits, 3, 3, d_picked, 0.0, d_out, nullptr).ok());
+  cudaFree(d_logits);
+  cudaFree(d_picked);
+  cudaFree(d_out);
+}
+
 // ForwardInto (the sampled replay's pinned destination) gives Forward's bits and rejects a short destination.
 TEST(CudaArgmaxChecked, ForwardIntoMatchesForward) {
   SKIP_WITHOUT_GPU();

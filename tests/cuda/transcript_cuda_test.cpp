@@ -118,7 +118,8 @@ TEST(TranscriptCudaTest, VerifiesExactlyOnCudaTolerantlyOnCpuRejectsTampering) {
   EXPECT_TRUE(exact->ok) << exact->failure;
   EXPECT_EQ(exact->commits_checked, static_cast<int32_t>(r.t.commits.size()));
   EXPECT_EQ(exact->tokens_resampled, static_cast<int32_t>(r.t.generated.size()));
-  EXPECT_FALSE(exact->device_argmax);  // a sampling transcript: logits re-sampled on the host
+  EXPECT_FALSE(exact->device_argmax);  // a top-k / top-p sampler: logits re-sampled on the host
+  EXPECT_FALSE(exact->device_sample_bounds);
   std::printf("[transcript-cuda] %zu prompt + %zu generated, %zu commits: generate %.3f s, verify --device cuda "
               "%.3f s (replay %.3f s: anchor %.4f + forward %.4f + hash %.4f + check %.4f)\n",
               r.t.prompt.size(), r.t.generated.size(), r.t.commits.size(), r.generate_s, verify_s,
@@ -158,6 +159,42 @@ TEST(TranscriptCudaTest, VerifiesExactlyOnCudaTolerantlyOnCpuRejectsTampering) {
   ASSERT_TRUE(ra.ok());
   EXPECT_FALSE(ra->ok);
   EXPECT_NE(ra->failure.find("anchor"), std::string::npos) << ra->failure;
+  std::error_code ec;
+  fs::remove_all(r.dir, ec);
+}
+
+// A temperature-only sampling transcript is confirmed against device sample bounds (no logits to the host); a
+// changed token (middle, last) falls back to the host re-sampling, which reports it.
+TEST(TranscriptCudaTest, SampledTranscriptVerifiesThroughDeviceSampleBounds) {
+  SKIP_WITHOUT_GPU();
+  CudaRun r = GenerateOnCuda(120, SamplerConfig{0.8f, 0, 1.f, 9});
+  ASSERT_FALSE(r.t.commits.empty());
+  auto back = Transcript::Parse(r.t.ToJson());
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  ReplayOptions on_cuda;
+  on_cuda.device = "cuda";
+  auto exact = VerifyTranscript(*back, r.model, on_cuda);
+  ASSERT_TRUE(exact.ok()) << exact.status().ToString();
+  EXPECT_TRUE(exact->ok) << exact->failure;
+  EXPECT_TRUE(exact->device_sample_bounds);
+  EXPECT_FALSE(exact->device_argmax);
+  EXPECT_EQ(exact->tokens_resampled, static_cast<int32_t>(r.t.generated.size()));
+  std::printf("[transcript-cuda] sampled: %zu generated: generate %.3f s, replay %.4f s (anchor %.4f + forward %.4f "
+              "+ hash %.4f + check %.4f), device sample bounds\n",
+              r.t.generated.size(), r.generate_s, exact->replay_seconds, exact->anchor_seconds,
+              exact->forward_seconds, exact->hash_seconds, exact->check_seconds);
+  const size_t n = back->generated.size();
+  for (size_t i : {n / 2, n - 1}) {
+    Transcript bad = *back;
+    bad.generated[i] = (bad.generated[i] + 1) % 259;
+    auto rt = VerifyTranscript(bad, r.model, on_cuda);
+    ASSERT_TRUE(rt.ok()) << rt.status().ToString();
+    EXPECT_FALSE(rt->ok) << "token " << i;
+    EXPECT_FALSE(rt->device_sample_bounds) << "a wrong token must go down the host path";
+    if (i == n - 1) {
+      EXPECT_NE(rt->failure.find("generated token " + std::to_string(i)), std::string::npos) << rt->failure;
+    }
+  }
   std::error_code ec;
   fs::remove_all(r.dir, ec);
 }
