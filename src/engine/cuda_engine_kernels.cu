@@ -13,6 +13,7 @@
 
 #include "core/cuda_check.h"
 #include "core/cuda_pdl.cuh"
+#include "engine/cuda_block_reduce.cuh"
 
 namespace fp::cuda_engine {
 namespace {
@@ -26,18 +27,6 @@ Status LaunchStatus(const char* what, cudaError_t launch = cudaSuccess) {
   const cudaError_t err = launch != cudaSuccess ? launch : last;
   if (err == cudaSuccess) return Status::Ok();
   return Internal(std::string("cuda engine: ") + what + " launch failed: " + cudaGetErrorName(err));
-}
-
-// Sum over the block (blockDim.x a multiple of 32, <= 1024).
-__device__ float BlockSum(float v, float* smem /* [32] */) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
-  if (lane == 0) smem[warp] = v;
-  __syncthreads();
-  const int nw = static_cast<int>(blockDim.x) / 32;
-  float s = lane < nw ? smem[lane] : 0.f;
-  for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-  return s;
 }
 
 __global__ void EmbedKernel(const int32_t* tokens, const __nv_bfloat16* table, int d, float* x) {

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "core/cuda_check.h"
+#include "engine/cuda_block_reduce.cuh"
 #include "engine/cuda_engine_kernels.h"
 
 namespace fp::cuda_engine {
@@ -20,23 +21,12 @@ namespace {
 
 constexpr int kBoundThreads = 512;
 
-template <typename T, typename Op>
-__device__ T BlockReduce(T v, T* smem /* [kBoundThreads / 32] */, Op op) {
-  for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
-  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
-  __syncthreads();  // smem may still be read by a previous reduction
-  if (lane == 0) smem[warp] = v;
-  __syncthreads();
-  T s = smem[0];
-  for (int w = 1; w < kBoundThreads / 32; ++w) s = op(s, smem[w]);
-  return s;
-}
+// 2 CTAs per SM: with the bound alone ptxas (CUDA 13.0) kept 40 registers and spilled 8 bytes.
 
-__global__ void __launch_bounds__(kBoundThreads)
+__global__ void __launch_bounds__(kBoundThreads, 2)
     SampleBoundsKernel(const float* logits, int vocab, const int32_t* picked, double inv_t, SampleBounds* out) {
-  __shared__ double dsm[kBoundThreads / 32];
-  __shared__ float fsm[kBoundThreads / 32];
-  __shared__ int ism[kBoundThreads / 32];
+  __shared__ float fsm[32];
+  __shared__ double dsm[3][32];  // one per sum: no barrier needed between the three reductions
   const float* row = logits + static_cast<int64_t>(blockIdx.x) * vocab;
   const int t = picked[blockIdx.x];
   float mx = -INFINITY;
@@ -46,8 +36,8 @@ __global__ void __launch_bounds__(kBoundThreads)
     if (isnan(v) || v == INFINITY) bad = 1;
     mx = fmaxf(mx, v);
   }
-  mx = BlockReduce(mx, fsm, [](float a, float b) { return fmaxf(a, b); });
-  bad = BlockReduce(bad, ism, [](int a, int b) { return a | b; });
+  mx = BlockReduce(mx, fsm, -INFINITY, [](float a, float b) { return fmaxf(a, b); });
+  bad = __syncthreads_or(bad);
   double below = 0.0, at = 0.0, all = 0.0;
   if (!bad && mx != -INFINITY && t >= 0 && t < vocab) {
     const double m = static_cast<double>(mx);
@@ -59,9 +49,9 @@ __global__ void __launch_bounds__(kBoundThreads)
     }
   }
   auto add = [](double a, double b) { return a + b; };
-  all = BlockReduce(all, dsm, add);
-  below = BlockReduce(below, dsm, add);
-  at = BlockReduce(at, dsm, add);
+  all = BlockReduce(all, dsm[0], 0.0, add);
+  below = BlockReduce(below, dsm[1], 0.0, add);
+  at = BlockReduce(at, dsm[2], 0.0, add);
   if (threadIdx.x == 0) {
     SampleBounds b;
     b.refused = bad || mx == -INFINITY || t < 0 || t >= vocab ? 1 : 0;
