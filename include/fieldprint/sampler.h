@@ -24,6 +24,9 @@ struct SamplerConfig {
   uint64_t seed = 0;
 
   bool greedy() const { return temperature <= 0.f; }
+  // True when neither top-k nor top-p removes a token of an n-token vocabulary (the common sampling case): a
+  // non-greedy pick is then the plain softmax walk in id order (what a device check can bound, SampleBounds).
+  bool Unfiltered(size_t n) const;
   // Finite temperature, top_k >= 0, top_p in (0, 1].
   Status Validate() const;
 };
@@ -53,9 +56,6 @@ class Sampler {
   Status Distribution(std::span<const float> logits, std::vector<float>* probs) const;
   // Restarts the RNG stream.
   void Reseed(uint64_t seed) { state_ = seed; }
-  // True when neither top-k nor top-p removes a token of an n-token vocabulary (the common sampling case): a
-  // non-greedy pick is then the plain softmax walk in id order (what a device check can bound, SampleBounds).
-  bool Unfiltered(size_t n) const;
 
  private:
   explicit Sampler(const SamplerConfig& c) : config_(c), state_(c.seed) {}

@@ -46,9 +46,9 @@ int32_t Argmax(std::span<const float> logits) {
 
 }  // namespace
 
-bool Sampler::Unfiltered(size_t n) const {
-  const bool top_k = config_.top_k > 0 && static_cast<size_t>(config_.top_k) < n;
-  return !top_k && !(config_.top_p < 1.f);
+bool SamplerConfig::Unfiltered(size_t n) const {
+  const bool cut_k = top_k > 0 && static_cast<size_t>(top_k) < n;
+  return !cut_k && !(top_p < 1.f);
 }
 
 void Sampler::Candidates(std::span<const float> logits, std::vector<int32_t>* ids,
@@ -127,7 +127,7 @@ double Sampler::NextUniform() {
 }
 
 int32_t Sampler::PickChecked(std::span<const float> logits, double u, SamplerScratch* scratch) const {
-  if (Unfiltered(logits.size())) {
+  if (config_.Unfiltered(logits.size())) {
     // Candidates + the walk below for the unfiltered case, fused: every id in order, weight exp((l - max) / T),
     // normalised by their sum and accumulated in id order. The same double operations in the same order (each
     // weight divided by the sum, then added to the running total), so the same token; minus the id vector, the

@@ -51,13 +51,14 @@ using Clock = std::chrono::steady_clock;
 double Since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 // Host memory for a sampling replay's logits [generated, vocab] f32 (50 MB for 256 tokens of a 49152-token
-// vocabulary). Why all of them go to the host and not a device-side pick: the check must repeat the recording
-// sampler's decision bit for bit, and that decision rests on the host libm's double exp of every logit of the row
-// (the sum normalising the distribution); a device exp may differ in the last bit, so the rows are re-sampled on
-// the host (ResampleRows, all cores). Why pinned: into a pageable std::vector the copy was zero-fill + page
+// vocabulary), on the host path: top-k / top-p samplers, and a temperature-only transcript whose device sample
+// bounds could not decide a row. There the check must repeat the recording sampler's decision bit for bit, which
+// rests on the host libm's double exp of every logit of the row, so the rows are re-sampled on the host
+// (ResampleRows, all cores). Why pinned: into a pageable std::vector the copy was zero-fill + page
 // faults + the driver's staged copy, ~44 of the 50 ms "forward" on an H200 (issue #7); into cudaMallocHost memory
-// it is one DMA. Reserved before the replay's clock (pinning 50 MB takes milliseconds too), like the hasher;
-// falls back to pageable memory when pinning fails (correct, only slower).
+// it is one DMA. Reserved before the replay's clock (pinning 50 MB takes milliseconds too), like the hasher, for
+// the transcripts that take the host path by design (ReplayLogitFloats); pageable memory otherwise and when
+// pinning fails (correct, only slower).
 class ReplayLogits {
  public:
   ReplayLogits() = default;
@@ -108,9 +109,16 @@ bool FitsEngine(const Transcript& t, const CudaLlama& engine) {
          static_cast<size_t>(std::max(o.kv_capacity, 0)) + static_cast<size_t>(std::max(o.page_size, 0));
 }
 
-// Floats a replay of t needs for its logits (0 for greedy: device argmax, or when it cannot fit the engine).
+// Whether t's tokens can be confirmed by device sample bounds (ConfirmBySampleBounds): temperature-only sampling.
+bool SampleBoundsApply(const Transcript& t, int32_t vocab) {
+  return !t.sampler.greedy() && vocab > 0 && t.sampler.Unfiltered(static_cast<size_t>(vocab));
+}
+
+// Floats of pinned logits worth reserving before a replay of t: its logits [generated, vocab] when the host
+// re-samples them (top-k / top-p samplers); 0 for greedy (device argmax), for temperature-only sampling (device
+// sample bounds; their rare fallback uses pageable memory) and when t cannot fit the engine.
 size_t ReplayLogitFloats(const Transcript& t, const CudaLlama& engine) {
-  if (t.sampler.greedy() || !FitsEngine(t, engine)) return 0;
+  if (t.sampler.greedy() || SampleBoundsApply(t, engine.config().vocab_size) || !FitsEngine(t, engine)) return 0;
   return t.generated.size() * static_cast<size_t>(std::max(engine.config().vocab_size, 0));
 }
 
@@ -147,12 +155,6 @@ Result<std::vector<Digest>> CombinedDigestsGpu(GpuTreeHasher& hasher, CudaLlama&
 // exactly as the host walk decides it). Any other row (closer than the margin, outside, refused) answers false and
 // the caller takes the exact host path, which also writes the mismatch report.
 constexpr double kSampleBoundMargin = 1e-9;
-
-bool SampleBoundsApply(const Transcript& t, int32_t vocab) {
-  if (t.sampler.greedy() || vocab <= 0) return false;
-  auto s = Sampler::Create(t.sampler);
-  return s.ok() && s->Unfiltered(static_cast<size_t>(vocab));
-}
 
 Result<bool> ConfirmBySampleBounds(const Transcript& t, CudaLlama& engine, SeqId seq, std::span<const int32_t> fed) {
   auto sampler = Sampler::Create(t.sampler);
@@ -244,7 +246,7 @@ Result<ReplayReport> ReplayWithHasher(const Transcript& t, CudaLlama& engine, co
     } else if (!by_bounds) {
       if (!FitsEngine(t, engine))
         return ResourceExhausted("replay: the transcript's tokens exceed the engine's KV pool");
-      logits = host_logits.Get(ReplayLogitFloats(t, engine));
+      logits = host_logits.Get(t.generated.size() * static_cast<size_t>(c.vocab_size));
       FP_RETURN_IF_ERROR(engine.ForwardInto(*seq, fed, n_out, logits));  // synchronises
     }
     forward_s = Since(tf);
