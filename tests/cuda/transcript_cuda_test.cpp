@@ -98,6 +98,35 @@ CudaRun GenerateOnCuda(int32_t max_tokens, SamplerConfig sampler = SamplerConfig
   return r;
 }
 
+Result<ReplayReport> VerifyOnCuda(const Transcript& t, const std::string& model) {
+  ReplayOptions on_cuda;
+  on_cuda.device = "cuda";
+  return VerifyTranscript(t, model, on_cuda);
+}
+
+// The replay's phases, printed (timings are not asserted).
+void PrintReplay(const char* what, const CudaRun& r, const ReplayReport& rep) {
+  std::printf("[transcript-cuda] %s: %zu prompt + %zu generated, %zu commits: generate %.3f s, replay %.4f s "
+              "(anchor %.4f + forward %.4f + hash %.4f + check %.4f)\n",
+              what, r.t.prompt.size(), r.t.generated.size(), r.t.commits.size(), r.generate_s, rep.replay_seconds,
+              rep.anchor_seconds, rep.forward_seconds, rep.hash_seconds, rep.check_seconds);
+}
+
+// t with generated token i changed, replayed on the GPU: rejected; the last token was never fed, so only its
+// re-check can catch it (the earlier ones may fail a root first). The report, for the caller's further checks.
+ReplayReport ExpectChangedTokenRejected(const Transcript& t, const std::string& model, size_t i) {
+  Transcript bad = t;
+  bad.generated[i] = (bad.generated[i] + 1) % 259;
+  auto rt = VerifyOnCuda(bad, model);
+  EXPECT_TRUE(rt.ok()) << rt.status().ToString();
+  if (!rt.ok()) return {};
+  EXPECT_FALSE(rt->ok) << "token " << i;
+  if (i + 1 == t.generated.size()) {
+    EXPECT_NE(rt->failure.find("generated token " + std::to_string(i)), std::string::npos) << rt->failure;
+  }
+  return *rt;
+}
+
 TEST(TranscriptCudaTest, VerifiesExactlyOnCudaTolerantlyOnCpuRejectsTampering) {
   SKIP_WITHOUT_GPU();
   CudaRun r = GenerateOnCuda(150);  // prompt ~50 + 150: several pages, full and provisional commits
@@ -109,10 +138,8 @@ TEST(TranscriptCudaTest, VerifiesExactlyOnCudaTolerantlyOnCpuRejectsTampering) {
   auto back = Transcript::Parse(r.t.ToJson());  // through JSON, as verify reads it
   ASSERT_TRUE(back.ok()) << back.status().ToString();
 
-  ReplayOptions on_cuda;
-  on_cuda.device = "cuda";
   const auto t0 = std::chrono::steady_clock::now();
-  auto exact = VerifyTranscript(*back, r.model, on_cuda);
+  auto exact = VerifyOnCuda(*back, r.model);
   const double verify_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   ASSERT_TRUE(exact.ok()) << exact.status().ToString();
   EXPECT_TRUE(exact->ok) << exact->failure;
@@ -140,14 +167,14 @@ TEST(TranscriptCudaTest, VerifiesExactlyOnCudaTolerantlyOnCpuRejectsTampering) {
   Transcript bad_root = *back;
   const size_t mid = bad_root.commits.size() / 2;
   bad_root.commits[mid].root.bytes[7] ^= 1;
-  auto rr = VerifyTranscript(bad_root, r.model, on_cuda);
+  auto rr = VerifyOnCuda(bad_root, r.model);
   ASSERT_TRUE(rr.ok()) << rr.status().ToString();
   EXPECT_FALSE(rr->ok);
   EXPECT_GE(rr->first_bad_commit, 0);  // a consistency proof (at mid or mid + 1) or the replayed root catches it
   EXPECT_LE(rr->first_bad_commit, static_cast<int64_t>(mid) + 1) << rr->failure;
   Transcript bad_tok = *back;
   bad_tok.generated[bad_tok.generated.size() / 2] = (bad_tok.generated[bad_tok.generated.size() / 2] + 1) % 259;
-  auto rt = VerifyTranscript(bad_tok, r.model, on_cuda);
+  auto rt = VerifyOnCuda(bad_tok, r.model);
   ASSERT_TRUE(rt.ok()) << rt.status().ToString();
   EXPECT_FALSE(rt->ok);
   auto rtt = VerifyTranscript(bad_tok, r.model, tol);
@@ -155,7 +182,7 @@ TEST(TranscriptCudaTest, VerifiesExactlyOnCudaTolerantlyOnCpuRejectsTampering) {
   EXPECT_FALSE(rtt->ok);
   Transcript bad_anchor = *back;
   bad_anchor.anchor_root.bytes[0] ^= 0x80;
-  auto ra = VerifyTranscript(bad_anchor, r.model, on_cuda);
+  auto ra = VerifyOnCuda(bad_anchor, r.model);
   ASSERT_TRUE(ra.ok());
   EXPECT_FALSE(ra->ok);
   EXPECT_NE(ra->failure.find("anchor"), std::string::npos) << ra->failure;
@@ -171,29 +198,17 @@ TEST(TranscriptCudaTest, SampledTranscriptVerifiesThroughDeviceSampleBounds) {
   ASSERT_FALSE(r.t.commits.empty());
   auto back = Transcript::Parse(r.t.ToJson());
   ASSERT_TRUE(back.ok()) << back.status().ToString();
-  ReplayOptions on_cuda;
-  on_cuda.device = "cuda";
-  auto exact = VerifyTranscript(*back, r.model, on_cuda);
+  auto exact = VerifyOnCuda(*back, r.model);
   ASSERT_TRUE(exact.ok()) << exact.status().ToString();
   EXPECT_TRUE(exact->ok) << exact->failure;
   EXPECT_TRUE(exact->device_sample_bounds);
   EXPECT_FALSE(exact->device_argmax);
   EXPECT_EQ(exact->tokens_resampled, static_cast<int32_t>(r.t.generated.size()));
-  std::printf("[transcript-cuda] sampled: %zu generated: generate %.3f s, replay %.4f s (anchor %.4f + forward %.4f "
-              "+ hash %.4f + check %.4f), device sample bounds\n",
-              r.t.generated.size(), r.generate_s, exact->replay_seconds, exact->anchor_seconds,
-              exact->forward_seconds, exact->hash_seconds, exact->check_seconds);
+  PrintReplay("sampled, device sample bounds", r, *exact);
   const size_t n = back->generated.size();
   for (size_t i : {n / 2, n - 1}) {
-    Transcript bad = *back;
-    bad.generated[i] = (bad.generated[i] + 1) % 259;
-    auto rt = VerifyTranscript(bad, r.model, on_cuda);
-    ASSERT_TRUE(rt.ok()) << rt.status().ToString();
-    EXPECT_FALSE(rt->ok) << "token " << i;
-    EXPECT_FALSE(rt->device_sample_bounds) << "a wrong token must go down the host path";
-    if (i == n - 1) {
-      EXPECT_NE(rt->failure.find("generated token " + std::to_string(i)), std::string::npos) << rt->failure;
-    }
+    const ReplayReport rt = ExpectChangedTokenRejected(*back, r.model, i);
+    EXPECT_FALSE(rt.device_sample_bounds) << "a wrong token must go down the host path";
   }
   std::error_code ec;
   fs::remove_all(r.dir, ec);
@@ -208,9 +223,7 @@ TEST(TranscriptCudaTest, GreedyTranscriptVerifiesThroughDeviceArgmax) {
   ASSERT_TRUE(r.t.sampler.greedy());
   auto back = Transcript::Parse(r.t.ToJson());
   ASSERT_TRUE(back.ok()) << back.status().ToString();
-  ReplayOptions on_cuda;
-  on_cuda.device = "cuda";
-  auto exact = VerifyTranscript(*back, r.model, on_cuda);
+  auto exact = VerifyOnCuda(*back, r.model);
   ASSERT_TRUE(exact.ok()) << exact.status().ToString();
   EXPECT_TRUE(exact->ok) << exact->failure;
   EXPECT_TRUE(exact->device_argmax);
@@ -220,26 +233,15 @@ TEST(TranscriptCudaTest, GreedyTranscriptVerifiesThroughDeviceArgmax) {
   EXPECT_GT(exact->hash_seconds, 0.0);
   EXPECT_LE(exact->anchor_seconds + exact->forward_seconds + exact->hash_seconds + exact->check_seconds,
             exact->replay_seconds * 1.0001);
-  std::printf("[transcript-cuda] greedy: %zu prompt + %zu generated, %zu commits: generate %.3f s, replay %.4f s "
-              "(anchor %.4f + forward %.4f + hash %.4f + check %.4f), device argmax\n",
-              r.t.prompt.size(), r.t.generated.size(), r.t.commits.size(), r.generate_s, exact->replay_seconds,
-              exact->anchor_seconds, exact->forward_seconds, exact->hash_seconds, exact->check_seconds);
+  PrintReplay("greedy, device argmax", r, *exact);
   const size_t n = back->generated.size();
   for (size_t i : {size_t{0}, n / 2, n - 1}) {
-    Transcript bad = *back;
-    bad.generated[i] = (bad.generated[i] + 1) % 259;
-    auto rt = VerifyTranscript(bad, r.model, on_cuda);
-    ASSERT_TRUE(rt.ok()) << rt.status().ToString();
-    EXPECT_FALSE(rt->ok) << "token " << i;
-    EXPECT_TRUE(rt->device_argmax || rt->first_bad_commit >= 0) << rt->failure;
-    // The last token was never fed, so only its re-check can catch it; the earlier ones may fail a root first.
-    if (i == n - 1) {
-      EXPECT_NE(rt->failure.find("generated token " + std::to_string(i)), std::string::npos) << rt->failure;
-    }
+    const ReplayReport rt = ExpectChangedTokenRejected(*back, r.model, i);
+    EXPECT_TRUE(rt.device_argmax || rt.first_bad_commit >= 0) << rt.failure;
   }
   Transcript bad_root = *back;
   bad_root.commits.back().root.bytes[3] ^= 1;
-  auto rr = VerifyTranscript(bad_root, r.model, on_cuda);
+  auto rr = VerifyOnCuda(bad_root, r.model);
   ASSERT_TRUE(rr.ok()) << rr.status().ToString();
   EXPECT_FALSE(rr->ok);
   EXPECT_GE(rr->first_bad_commit, 0) << rr->failure;
