@@ -182,6 +182,17 @@ bool CudaLlama::Impl::UseSkinny(int n) const {
   return n <= opt.skinny_max_batch;
 }
 
+uint32_t CudaLlama::Impl::GemvFusions(int n) const {
+  const bool gemv_path = n == 1 && !opt.batch_invariant && opt.gemv_max_batch >= 1 && !UseSkinny(n);
+  if (!gemv_path || c.head_dim % 8 != 0 ||
+      !ce::GemvNormSupported(c.d_model, ce::GemvNorm{x, out_norm, c.rms_eps})) {
+    return 0;
+  }
+  uint32_t f = opt.gemv_fusions;
+  if ((f & CudaEngineOptions::kFuseRope) == 0) f &= ~uint32_t{CudaEngineOptions::kFuseNormQkv};
+  return f;
+}
+
 Status CudaLlama::Impl::Gemm(const bf16* w, int out, int in, const bf16* xin, int n, float* y, float beta) {
   if (opt.batch_invariant) {
     if (UseSkinny(n)) return ce::LaunchSkinnyGemm(w, out, in, xin, n, y, beta, pdl(), stream);
@@ -270,10 +281,9 @@ Status CudaLlama::Impl::EnqueueLayers(int n, const KvBatch& batch, AttentionPara
                                       AnchorSegment* capture) {
   const int d = c.d_model, qd = c.q_dim(), kvd = c.kv_dim(), ff = c.d_ff, hd = c.head_dim;
   FP_RETURN_IF_ERROR(ce::LaunchEmbed(tokens, n, embd, d, x, stream, pdl()));
+  const uint32_t fused = GemvFusions(n);
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerDev& L = layers[static_cast<size_t>(l)];
-    FP_RETURN_IF_ERROR(ce::LaunchRmsNorm(x, L.attn_norm, n, d, c.rms_eps, xn, stream, pdl()));
-    FP_RETURN_IF_ERROR(Gemm(L.wqkv, qd + 2 * kvd, d, xn, n, qkv, 0.f));
     auto kp = cache->storage().LayerK(l);
     auto vp = cache->storage().LayerV(l);
     if (!kp.ok()) return kp.status();
@@ -281,7 +291,18 @@ Status CudaLlama::Impl::EnqueueLayers(int n, const KvBatch& batch, AttentionPara
     ce::RopeWriteArgs ra{qkv, positions, inv_freq, slot_rows, q, static_cast<bf16*>(kp->data),
                          static_cast<bf16*>(vp->data), capture ? kcap : nullptr, capture ? vcap : nullptr,
                          n, c.n_heads, c.n_kv_heads, hd};
-    FP_RETURN_IF_ERROR(ce::LaunchRopeWriteKv(ra, stream, pdl()));
+    if ((fused & CudaEngineOptions::kFuseRope) != 0 && capture == nullptr) {
+      if ((fused & CudaEngineOptions::kFuseNormQkv) != 0) {
+        FP_RETURN_IF_ERROR(ce::LaunchGemvNormRopeBf16(L.wqkv, d, {x, L.attn_norm, c.rms_eps}, ra, stream, pdl()));
+      } else {
+        FP_RETURN_IF_ERROR(ce::LaunchRmsNorm(x, L.attn_norm, n, d, c.rms_eps, xn, stream, pdl()));
+        FP_RETURN_IF_ERROR(ce::LaunchGemvRopeBf16(L.wqkv, d, xn, ra, stream, pdl()));
+      }
+    } else {
+      FP_RETURN_IF_ERROR(ce::LaunchRmsNorm(x, L.attn_norm, n, d, c.rms_eps, xn, stream, pdl()));
+      FP_RETURN_IF_ERROR(Gemm(L.wqkv, qd + 2 * kvd, d, xn, n, qkv, 0.f));
+      FP_RETURN_IF_ERROR(ce::LaunchRopeWriteKv(ra, stream, pdl()));
+    }
     if (capture != nullptr) {
       const TensorView kv = MakeContiguous(kcap, DType::kBF16, {n, c.n_kv_heads, hd}, Device::kCuda);
       const TensorView vv = MakeContiguous(vcap, DType::kBF16, {n, c.n_kv_heads, hd}, Device::kCuda);

@@ -103,6 +103,9 @@ struct CudaLlama::Impl {
   bool attention_pdl() const { return pdl() && opt.attention_pdl; }
   // Whether a step of n tokens runs its GEMMs on the skinny GEMM (then gate|up fuses SwiGLU).
   bool UseSkinny(int n) const;
+  // The GemvFusion bits a step of n tokens runs with (CudaEngineOptions::gemv_fusions; 0 unless one token on the
+  // GEMV path and shapes the fused kernels take).
+  uint32_t GemvFusions(int n) const;
 
   // The decode split size of a step (CudaEngineOptions::split_tokens).
   int32_t DecodeSplit(const KvBatch& batch) const;

@@ -14,11 +14,10 @@
 #include "core/cuda_check.h"
 #include "core/cuda_pdl.cuh"
 #include "engine/cuda_block_reduce.cuh"
+#include "engine/cuda_row_ops.cuh"
 
 namespace fp::cuda_engine {
 namespace {
-
-constexpr int kRowThreads = 256;
 
 // `launch`: what cudaLaunchKernelEx returned (cudaSuccess for a <<<>>> launch, which reports through
 // cudaGetLastError).
@@ -39,40 +38,16 @@ __global__ void EmbedKernel(const int32_t* tokens, const __nv_bfloat16* table, i
   }
 }
 
-// V float4 per thread, all loads issued before the first is used: at B = 1 this kernel is on the critical path
-// 65 times a step, and the scalar two-pass loop paid one dependent L2 round trip per element group (ncu: 10.7 us a
-// call on an H200 at base clocks, 10% of a Llama-3-8B step).
+// All loads issued before the first use (RmsNormRowVec): at B = 1 this kernel is on the critical path 65 times a
+// step, and the scalar two-pass loop paid one dependent L2 round trip per element group (ncu: 10.7 us a call on
+// an H200 at base clocks, 10% of a Llama-3-8B step).
 template <int V>
 __global__ void RmsNormVecKernel(const float* x, const float* w, int d, float eps, __nv_bfloat16* y) {
   __shared__ float smem[32];
   PdlWait();
   PdlLaunchDependents();
   const int64_t t = blockIdx.x;
-  const int nv = d / 4;
-  const float4* xr = reinterpret_cast<const float4*>(x + t * d);
-  const float4* wr = reinterpret_cast<const float4*>(w);
-  float4 xv[V], wv[V];
-#pragma unroll
-  for (int k = 0; k < V; ++k) {
-    const int i = static_cast<int>(threadIdx.x) + k * static_cast<int>(blockDim.x);
-    xv[k] = i < nv ? xr[i] : make_float4(0.f, 0.f, 0.f, 0.f);
-    wv[k] = i < nv ? wr[i] : make_float4(0.f, 0.f, 0.f, 0.f);
-  }
-  float ss = 0.f;
-#pragma unroll
-  for (int k = 0; k < V; ++k) ss += xv[k].x * xv[k].x + xv[k].y * xv[k].y + xv[k].z * xv[k].z + xv[k].w * xv[k].w;
-  ss = BlockSum(ss, smem);
-  const float scale = rsqrtf(ss / static_cast<float>(d) + eps);
-#pragma unroll
-  for (int k = 0; k < V; ++k) {
-    const int i = static_cast<int>(threadIdx.x) + k * static_cast<int>(blockDim.x);
-    if (i >= nv) continue;
-    const __nv_bfloat162 lo = __floats2bfloat162_rn(xv[k].x * scale * wv[k].x, xv[k].y * scale * wv[k].y);
-    const __nv_bfloat162 hi = __floats2bfloat162_rn(xv[k].z * scale * wv[k].z, xv[k].w * scale * wv[k].w);
-    __nv_bfloat162* dst = reinterpret_cast<__nv_bfloat162*>(y + t * d) + 2 * i;
-    dst[0] = lo;
-    dst[1] = hi;
-  }
+  RmsNormRowVec<V>(x + t * d, w, d, eps, y + t * d, smem);
 }
 
 __global__ void RmsNormKernel(const float* x, const float* w, int d, float eps, __nv_bfloat16* y) {
@@ -104,13 +79,9 @@ __global__ void RopeWriteKernel(RopeWriteArgs a) {
   if (head < a.hq + a.hkv) {
     const double pos = static_cast<double>(a.positions[t]);
     for (int i = static_cast<int>(threadIdx.x); i < half; i += static_cast<int>(blockDim.x)) {
-      double sd, cd;
-      sincos(pos * a.inv_freq[i], &sd, &cd);
-      const float c = static_cast<float>(cd), s = static_cast<float>(sd);
       const int e = head * a.hd + 2 * i;  // element index within q|k (heads are contiguous, hd even)
-      const float x0 = row[e], x1 = row[e + 1];
-      const __nv_bfloat16 r0 = __float2bfloat16(x0 * c - x1 * s);
-      const __nv_bfloat16 r1 = __float2bfloat16(x0 * s + x1 * c);
+      const __nv_bfloat162 r = RopeRotatePair(row[e], row[e + 1], pos, a.inv_freq[i]);
+      const __nv_bfloat16 r0 = r.x, r1 = r.y;
       if (e < qd) {
         __nv_bfloat16* q = a.q_out + static_cast<int64_t>(t) * qd + e;
         q[0] = r0;

@@ -4,7 +4,8 @@
 // the host before upload. Activations: residual stream f32, GEMM inputs bf16, GEMM outputs f32. defines:
 // LaunchEmbed, LaunchRmsNorm, LaunchRopeWriteKv, GateUpRow, SwiGluBf16, LaunchSwiGlu, LaunchArgmax,
 //          LaunchArgmaxChecked, LaunchSampleBounds (cuda_sample_bounds.cu), LaunchRandomBf16,
-//          LaunchFillF32, LaunchF32ToBf16, GemvSupported, LaunchGemvBf16, LaunchGemvSwiGluBf16 (cuda_gemv.cu),
+//          LaunchFillF32, LaunchF32ToBf16, GemvSupported, LaunchGemvBf16, LaunchGemvSwiGluBf16, GemvNorm,
+//          GemvNormSupported, LaunchGemvRopeBf16, LaunchGemvNormRopeBf16 (cuda_gemv.cu),
 //          SkinnyGemmSupported, LaunchSkinnyGemm, LaunchSkinnyGemmSwiGlu (cuda_skinny_gemm.cu)
 // `pdl`: launch with programmatic dependent launch (cuda_pdl.cuh; the caller checks the device is sm_90+).
 #pragma once
@@ -94,6 +95,25 @@ Status LaunchGemvBf16(const __nv_bfloat16* w, int out, int in, const __nv_bfloat
 // h[ff] = bf16(silu(gate) * up), bit-identical to LaunchGemvBf16 (n = 1) + LaunchSwiGlu.
 Status LaunchGemvSwiGluBf16(const __nv_bfloat16* w_gate_up, int ff, int in, const __nv_bfloat16* x,
                             __nv_bfloat16* h, cudaStream_t stream, bool pdl = false);
+
+// One token with the RMSNorm before the GEMV fused into it: the GEMV's input is bf16(x * rsqrt(mean(x^2) + eps) *
+// w), bit for bit LaunchRmsNorm's row. x: [in] f32 (the residual row), w: [in] f32, both 16-byte aligned;
+// in % 8 == 0 and in <= 8192 (GemvNormSupported).
+struct GemvNorm {
+  const float* x;
+  const float* w;
+  float eps;
+};
+bool GemvNormSupported(int in, const GemvNorm& norm);
+// LaunchGemvBf16 on the q|k|v matrix [(hq + 2 hkv) hd, in] + LaunchRopeWriteKv, bit-identical, for one token
+// (rope.n == 1, head_dim % 8 == 0, no anchor capture; rope.qkv is not read). x: [in] bf16.
+Status LaunchGemvRopeBf16(const __nv_bfloat16* w_qkv, int in, const __nv_bfloat16* x, const RopeWriteArgs& rope,
+                          cudaStream_t stream, bool pdl = false);
+// LaunchRmsNorm + LaunchGemvBf16 on the q|k|v matrix [(hq + 2 hkv) hd, in] + LaunchRopeWriteKv, bit-identical,
+// for one token (rope.n == 1, head_dim % 8 == 0, no anchor capture: rope.k_cap == rope.v_cap == null; rope.qkv
+// is not read: the rows come from the GEMV's accumulators, and no f32 q|k|v row is written).
+Status LaunchGemvNormRopeBf16(const __nv_bfloat16* w_qkv, int in, const GemvNorm& norm, const RopeWriteArgs& rope,
+                              cudaStream_t stream, bool pdl = false);
 
 // Batch-invariant tensor-core GEMM (cuda_skinny_gemm.cu): y[n, out] = x[n, in] . W[out, in]^T + beta * y (f32
 // out), any n >= 1 (fast for n <= 64), in % 32 == 0, W and x 16-byte aligned (SkinnyGemmSupported). Each token's

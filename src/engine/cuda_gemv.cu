@@ -6,7 +6,13 @@
 // streams them with 16-byte loads (ld.global.cs: W is read once, x stays in L1/L2), kU chunks of 256 elements
 // issued before any is used so enough bytes are in flight, fp32 FMAs, a butterfly per (row, token) at the
 // end. The reduction order is fixed by (in, lane), so results are deterministic and independent of `out`.
-// defines: LaunchGemvBf16 (declared in cuda_engine_kernels.h)
+// At n = 1 the q|k|v GEMV can also take its neighbours: the RMSNorm before it (each block normalizes the f32
+// residual row into shared memory: 16 KiB of L2 reads next to the block's 64 KiB of weights) and RoPE + KV write
+// after it (a block's 8 rows are 4 whole rotation pairs): two kernels fewer per layer on the critical path of a
+// B = 1 step (CudaEngineOptions::gemv_fusions has the measurements). Fused and separate paths share their arithmetic
+// (cuda_row_ops.cuh), so the bits are the same.
+// defines: GemvSupported, LaunchGemvBf16, LaunchGemvSwiGluBf16, GemvNormSupported, LaunchGemvRopeBf16,
+//          LaunchGemvNormRopeBf16 (declared in cuda_engine_kernels.h)
 #include <cuda_bf16.h>
 
 #include <cstdint>
@@ -15,6 +21,7 @@
 #include "core/cuda_check.h"
 #include "engine/cuda_engine_kernels.h"
 #include "core/cuda_pdl.cuh"
+#include "engine/cuda_row_ops.cuh"
 
 namespace fp::cuda_engine {
 namespace {
@@ -34,21 +41,45 @@ __device__ __forceinline__ float Dot8(const uint4& w, const uint4& x) {
   return s;
 }
 
-// NT: token slots (>= n), R: rows per warp, kU: 256-element chunks in flight per row and lane step.
-// SWIGLU (NT = R = 1, out % 8 == 0): the block's 8 rows are one GateUpRow tile (4 gate + 4 up rows), so the
-// block writes the tile's 4 SwiGLU outputs h[4 * blockIdx.x + i] instead of y (one kernel less per layer at B
-// = 1).
-template <int NT, int R, int kU, bool SWIGLU = false>
-__global__ void __launch_bounds__(kWarpsPerBlock * 32)
-    GemvKernel(const __nv_bfloat16* __restrict__ w, int out, int in, const __nv_bfloat16* __restrict__ x,
-               int n, float* __restrict__ y, float beta, __nv_bfloat16* __restrict__ h) {
+// The GEMV's input rows: bf16 x [n, in] read from global memory, or (n = 1) the f32 residual row normalized by
+// RMSNorm in the prologue, into shared memory (bit-identical to LaunchRmsNorm: RmsNormRowVec). Each block
+// normalizes the row again, so this pays only where the grid is about one wave (the q|k|v matrix).
+enum class GemvIn { kBf16, kNormF32 };
+// What the block does with its 8 finished rows: store y (R rows per warp, NT tokens), or (NT = R = 1) SwiGLU of a
+// GateUpRow tile (4 gate + 4 up rows -> 4 h values), or RoPE + KV write of 8 q|k|v rows (4 adjacent pairs).
+enum class GemvOut { kStore, kSwiGlu, kRope };
+
+struct GemvArgs {
+  const __nv_bfloat16* w;  // [out, in]
+  int out, in;
+  const __nv_bfloat16* x;  // kBf16: [n, in]
+  const float* xf;         // kNormF32: [in] f32 residual row
+  const float* norm_w;     // kNormF32: [in]
+  float eps;
+  int n;
+  float* y;                // kStore: [n, out]
+  float beta;
+  __nv_bfloat16* h;        // kSwiGlu: [out / 2]
+  RopeWriteArgs rope;      // kRope (n = 1; rope.qkv unused: the rows come from the accumulators)
+};
+
+// NT: token slots (>= n), R: rows per warp, kU: 256-element chunks in flight per row and lane step, V: the norm's
+// float4 per thread (kNormF32). Fusions remove a kernel (and its launch gap) from each layer at B = 1.
+template <int NT, int R, int kU, GemvIn IN = GemvIn::kBf16, int V = 0, GemvOut OUT = GemvOut::kStore>
+// (The min-blocks bound of 2 where the loads in flight fit 128 registers: without it ptxas 13.0 spills the NT = 8
+// variant while far below the register limit.)
+__global__ void __launch_bounds__(kWarpsPerBlock * 32, kU * R > 8 ? 1 : 2) GemvKernel(const GemvArgs a) {
+  static_assert(IN == GemvIn::kBf16 || NT == 1, "gemv: the fused norm takes one token");
+  static_assert(OUT == GemvOut::kStore || (NT == 1 && R == 1), "gemv: tile epilogues take one token, one row a warp");
+  extern __shared__ uint4 xs[];  // kNormF32: the normalized row, in / 8 chunks
   const int lane = threadIdx.x & 31;
   const int row0 = (blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5)) * R;
+  const int out = a.out, in = a.in;
   const uint4* wrow[R];
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     wrow[r] =
-        reinterpret_cast<const uint4*>(w + int64_t(min(row0 + r, out - 1)) * in);  // rows past out: unused
+        reinterpret_cast<const uint4*>(a.w + int64_t(min(row0 + r, out - 1)) * in);  // rows past out: unused
   }
   const int chunks = in / 8;  // 16-byte chunks per row
   uint4 wv[kU][R];
@@ -63,7 +94,13 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   load(lane);  // before the wait: weights never depend on the previous kernel (PDL)
   PdlWait();
   PdlLaunchDependents();
-  if (row0 >= out) return;
+  if constexpr (IN == GemvIn::kNormF32) {
+    static_assert(kWarpsPerBlock * 32 == kRowThreads, "gemv: the fused norm's reduction needs kRowThreads");
+    __shared__ float red[32];
+    RmsNormRowVec<V>(a.xf, a.norm_w, in, a.eps, reinterpret_cast<__nv_bfloat16*>(xs), red);
+    __syncthreads();
+  }
+  if (row0 >= out) return;  // (kStore only: the tile epilogues' grids have no such warps)
   float acc[R][NT];
 #pragma unroll
   for (int r = 0; r < R; ++r) {
@@ -77,8 +114,9 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
       if (c >= chunks) continue;  // (not break: keeps the loop unrolled, wv in registers)
 #pragma unroll
       for (int t = 0; t < NT; ++t) {
-        if (t < n) {
-          const uint4 xv = __ldg(reinterpret_cast<const uint4*>(x + int64_t(t) * in) + c);
+        if (t < a.n) {
+          const uint4 xv =
+              IN == GemvIn::kNormF32 ? xs[c] : __ldg(reinterpret_cast<const uint4*>(a.x + int64_t(t) * in) + c);
 #pragma unroll
           for (int r = 0; r < R; ++r) acc[r][t] += Dot8(wv[u][r], xv);
         }
@@ -86,19 +124,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     }
     if (c0 + 32 * kU < chunks) load(c0 + 32 * kU);
   }
-  if constexpr (SWIGLU) {
-    static_assert(NT == 1 && R == 1, "gemv swiglu: one token, one row per warp");
-    __shared__ float tile[kWarpsPerBlock];
-    float v = acc[0][0];
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-    if (lane == 0) tile[threadIdx.x >> 5] = v;
-    __syncthreads();
-    if (threadIdx.x < 4) {  // the same expression as the SwiGLU kernel: bit-identical to GEMV + SwiGLU
-      const float g = tile[threadIdx.x], u = tile[threadIdx.x + 4];
-      h[4 * int64_t(blockIdx.x) + threadIdx.x] = SwiGluBf16(g, u);
-    }
-  } else {
+  if constexpr (OUT == GemvOut::kStore) {
 #pragma unroll
     for (int r = 0; r < R; ++r) {
 #pragma unroll
@@ -106,30 +132,83 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
         float v = acc[r][t];
 #pragma unroll
         for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-        if (lane == 0 && t < n && row0 + r < out) {
-          float* dst = y + int64_t(t) * out + row0 + r;
-          *dst = beta == 0.f ? v : v + beta * *dst;
+        if (lane == 0 && t < a.n && row0 + r < out) {
+          float* dst = a.y + int64_t(t) * out + row0 + r;
+          *dst = a.beta == 0.f ? v : v + a.beta * *dst;
         }
       }
+    }
+  } else {
+    __shared__ float tile[kWarpsPerBlock];  // the block's 8 rows, the same butterfly as kStore
+    float v = acc[0][0];
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+    if (lane == 0) tile[threadIdx.x >> 5] = v;
+    __syncthreads();
+    if (threadIdx.x >= 4) return;
+    const int p = static_cast<int>(threadIdx.x);
+    if constexpr (OUT == GemvOut::kSwiGlu) {  // the SwiGLU kernel's expression: bit-identical
+      a.h[4 * int64_t(blockIdx.x) + p] = SwiGluBf16(tile[p], tile[p + 4]);
+    } else {  // RopeWriteKernel's arithmetic on pair p of the tile's rows (q | k | v; heads are whole tiles)
+      const RopeWriteArgs& r = a.rope;
+      const int qd = r.hq * r.hd, kvd = r.hkv * r.hd;
+      const int e = 8 * static_cast<int>(blockIdx.x) + 2 * p;
+      const int64_t slot = r.slot_rows[0];
+      __nv_bfloat162 pair;
+      if (e < qd + kvd) {
+        pair = RopeRotatePair(tile[2 * p], tile[2 * p + 1], static_cast<double>(r.positions[0]),
+                              r.inv_freq[(e % r.hd) / 2]);
+      } else {
+        pair = __halves2bfloat162(__float2bfloat16(tile[2 * p]), __float2bfloat16(tile[2 * p + 1]));
+      }
+      __nv_bfloat16* dst = e < qd ? r.q_out + e : e < qd + kvd ? r.k_pool + slot * kvd + (e - qd)
+                                                               : r.v_pool + slot * kvd + (e - qd - kvd);
+      dst[0] = pair.x;
+      dst[1] = pair.y;
     }
   }
 }
 
-template <int NT, int R, int kU>
-Status Launch(const __nv_bfloat16* w, int out, int in, const __nv_bfloat16* x, int n, float* y, float beta,
-              cudaStream_t stream, bool pdl) {
-  constexpr int kRowsPerBlock = kWarpsPerBlock * R;
-  FP_CUDA_RETURN_IF_ERROR(LaunchKernel(
-      pdl, GemvKernel<NT, R, kU>, dim3((out + kRowsPerBlock - 1) / kRowsPerBlock), dim3(kWarpsPerBlock * 32),
-      0, stream, w, out, in, x, n, y, beta, static_cast<__nv_bfloat16*>(nullptr)));
+template <int NT, int R, int kU, GemvIn IN = GemvIn::kBf16, int V = 0, GemvOut OUT = GemvOut::kStore>
+Status Launch(const GemvArgs& a, unsigned blocks, cudaStream_t stream, bool pdl) {
+  const size_t smem = IN == GemvIn::kNormF32 ? static_cast<size_t>(a.in) * 2 : 0;
+  FP_CUDA_RETURN_IF_ERROR(LaunchKernel(pdl, GemvKernel<NT, R, kU, IN, V, OUT>, dim3(blocks),
+                                       dim3(kWarpsPerBlock * 32), smem, stream, a));
   return Status::Ok();
 }
+
+unsigned StoreBlocks(int out, int rows_per_warp) {
+  const int rows = kWarpsPerBlock * rows_per_warp;
+  return static_cast<unsigned>((out + rows - 1) / rows);
+}
+
+// The fused norm's float4 per thread (RmsNormRowVec's V) for a row of `in` floats, 0 where unsupported.
+int NormVec(int in) {
+  const int per = (in / 4 + kRowThreads - 1) / kRowThreads;
+  return per <= 1 ? 1 : per <= 2 ? 2 : per <= 4 ? 4 : per <= 8 ? 8 : 0;
+}
+
+Status LaunchNormRope(const GemvArgs& a, unsigned blocks, cudaStream_t stream, bool pdl) {
+  constexpr GemvIn kIn = GemvIn::kNormF32;
+  switch (NormVec(a.in)) {
+    case 1: return Launch<1, 1, 4, kIn, 1, GemvOut::kRope>(a, blocks, stream, pdl);
+    case 2: return Launch<1, 1, 4, kIn, 2, GemvOut::kRope>(a, blocks, stream, pdl);
+    case 4: return Launch<1, 1, 4, kIn, 4, GemvOut::kRope>(a, blocks, stream, pdl);
+    default: return Launch<1, 1, 4, kIn, 8, GemvOut::kRope>(a, blocks, stream, pdl);
+  }
+}
+
+bool Aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
 }  // namespace
 
 bool GemvSupported(int out, int in, const void* w, const void* x, int n) {
-  return n >= 1 && n <= kGemvMaxRows && out > 0 && in > 0 && in % 8 == 0 &&
-         (reinterpret_cast<uintptr_t>(w) & 15u) == 0 && (reinterpret_cast<uintptr_t>(x) & 15u) == 0;
+  return n >= 1 && n <= kGemvMaxRows && out > 0 && in > 0 && in % 8 == 0 && Aligned16(w) && Aligned16(x);
+}
+
+bool GemvNormSupported(int in, const GemvNorm& norm) {
+  return in > 0 && in % 8 == 0 && NormVec(in) != 0 && norm.x != nullptr && norm.w != nullptr &&
+         Aligned16(norm.x) && Aligned16(norm.w);
 }
 
 Status LaunchGemvBf16(const __nv_bfloat16* w, int out, int in, const __nv_bfloat16* x, int n, float* y,
@@ -138,13 +217,16 @@ Status LaunchGemvBf16(const __nv_bfloat16* w, int out, int in, const __nv_bfloat
     return InvalidArgument("gemv: unsupported shape (n " + std::to_string(n) + ", in " + std::to_string(in) +
                            "), depth " + std::to_string(depth) + " or unaligned operands");
   }
+  GemvArgs a{};
+  a.w = w, a.out = out, a.in = in, a.x = x, a.n = n, a.y = y, a.beta = beta;
   // Depth 4 is the measured choice for every Llama-3-8B matrix and n (bench_gemm on an H200: d8 and d16 were
   // slower, up to 2x at n >= 2: more registers, fewer resident warps).
   if (depth == 0) depth = 4;
   auto launch = [&]<int NT, int R>() {
-    if (depth == 16) return Launch<NT, R, 16>(w, out, in, x, n, y, beta, stream, pdl);
-    if (depth == 8) return Launch<NT, R, 8>(w, out, in, x, n, y, beta, stream, pdl);
-    return Launch<NT, R, 4>(w, out, in, x, n, y, beta, stream, pdl);
+    const unsigned blocks = StoreBlocks(out, R);
+    if (depth == 16) return Launch<NT, R, 16>(a, blocks, stream, pdl);
+    if (depth == 8) return Launch<NT, R, 8>(a, blocks, stream, pdl);
+    return Launch<NT, R, 4>(a, blocks, stream, pdl);
   };
   // Two rows per warp once several tokens share each weight load (halves the x traffic through L1).
   if (n == 1) return launch.template operator()<1, 1>();
@@ -153,18 +235,48 @@ Status LaunchGemvBf16(const __nv_bfloat16* w, int out, int in, const __nv_bfloat
   return launch.template operator()<8, 2>();
 }
 
+// kWarpsPerBlock = 8 rows per block: one GateUpRow tile, or four RoPE pairs.
+static_assert(kWarpsPerBlock == 8, "gemv: a tile epilogue's block must cover 8 rows");
+
 Status LaunchGemvSwiGluBf16(const __nv_bfloat16* w_gate_up, int ff, int in, const __nv_bfloat16* x,
                             __nv_bfloat16* h, cudaStream_t stream, bool pdl) {
   if (ff <= 0 || ff % 4 != 0 || h == nullptr || !GemvSupported(2 * ff, in, w_gate_up, x, 1)) {
     return InvalidArgument("gemv swiglu: unsupported shape (ff " + std::to_string(ff) + ", in " +
                            std::to_string(in) + ": ff a multiple of 4, in of 8) or unaligned operands");
   }
-  // kWarpsPerBlock = 8 rows per block = one GateUpRow tile.
-  static_assert(kWarpsPerBlock == 8, "gemv swiglu: a block must cover one 4 + 4 row tile");
-  FP_CUDA_RETURN_IF_ERROR(LaunchKernel(pdl, GemvKernel<1, 1, 4, true>, dim3(ff / 4),
-                                       dim3(kWarpsPerBlock * 32), 0, stream, w_gate_up, 2 * ff, in, x, 1,
-                                       static_cast<float*>(nullptr), 0.f, h));
-  return Status::Ok();
+  GemvArgs a{};
+  a.w = w_gate_up, a.out = 2 * ff, a.in = in, a.x = x, a.n = 1, a.h = h;
+  return Launch<1, 1, 4, GemvIn::kBf16, 0, GemvOut::kSwiGlu>(a, static_cast<unsigned>(ff / 4), stream, pdl);
+}
+
+Status LaunchGemvRopeBf16(const __nv_bfloat16* w_qkv, int in, const __nv_bfloat16* x, const RopeWriteArgs& rope,
+                          cudaStream_t stream, bool pdl) {
+  const int out = (rope.hq + 2 * rope.hkv) * rope.hd;
+  if (rope.n != 1 || rope.hd <= 0 || rope.hd % 8 != 0 || rope.hq <= 0 || rope.hkv <= 0 ||
+      rope.k_cap != nullptr || rope.v_cap != nullptr || !GemvSupported(out, in, w_qkv, x, 1)) {
+    return InvalidArgument("gemv rope: unsupported shape (one token, head_dim " + std::to_string(rope.hd) +
+                           " a multiple of 8, in " + std::to_string(in) +
+                           " a multiple of 8, no anchor capture) or unaligned operands");
+  }
+  GemvArgs a{};
+  a.w = w_qkv, a.out = out, a.in = in, a.x = x, a.n = 1;
+  a.rope = rope;
+  return Launch<1, 1, 4, GemvIn::kBf16, 0, GemvOut::kRope>(a, static_cast<unsigned>(out / 8), stream, pdl);
+}
+
+Status LaunchGemvNormRopeBf16(const __nv_bfloat16* w_qkv, int in, const GemvNorm& norm, const RopeWriteArgs& rope,
+                              cudaStream_t stream, bool pdl) {
+  const int out = (rope.hq + 2 * rope.hkv) * rope.hd;
+  if (rope.n != 1 || rope.hd <= 0 || rope.hd % 8 != 0 || rope.hq <= 0 || rope.hkv <= 0 ||
+      rope.k_cap != nullptr || rope.v_cap != nullptr || !Aligned16(w_qkv) || !GemvNormSupported(in, norm)) {
+    return InvalidArgument("gemv norm rope: unsupported shape (one token, head_dim " + std::to_string(rope.hd) +
+                           " a multiple of 8, in " + std::to_string(in) +
+                           " a multiple of 8, at most 8192, no anchor capture) or unaligned operands");
+  }
+  GemvArgs a{};
+  a.w = w_qkv, a.out = out, a.in = in, a.xf = norm.x, a.norm_w = norm.w, a.eps = norm.eps, a.n = 1;
+  a.rope = rope;
+  return LaunchNormRope(a, static_cast<unsigned>(out / 8), stream, pdl);
 }
 
 }  // namespace fp::cuda_engine

@@ -102,7 +102,7 @@ TEST(CudaEngineGraph, ReplayIsBitIdenticalToEager) {
   }
 }
 
-TEST(CudaEngineGraph, GemmKernelsAgreeAndPdlKeepsBits) {
+TEST(CudaEngineGraph, GemmKernelsAgreeAndPdlAndFusionKeepBits) {
   SKIP_WITHOUT_GPU();
   const ModelConfig c = Tiny(128);
   auto g = Make(c, true);
@@ -126,22 +126,25 @@ TEST(CudaEngineGraph, GemmKernelsAgreeAndPdlKeepsBits) {
     // The same step through cuBLAS (reference), the GEMV and the skinny tensor-core GEMM (+ fused SwiGLU).
     // pdl also chooses the attention's launch: with PDL (early KV prefetch, fused merge) or without it (the split
     // merge as its own kernel).
-    auto step = [&](int32_t gemv, int32_t skinny, bool pdl, std::vector<float>* out) {
+    // fused: at B = 1, RMSNorm, SwiGLU and RoPE + KV write inside the GEMVs (off: their own kernels).
+    auto step = [&](int32_t gemv, int32_t skinny, bool pdl, std::vector<float>* out, bool fused = true) {
       CudaLlama::DecodeTuning tu;
       tu.gemv_max_batch = gemv;
       tu.skinny_max_batch = skinny;
       tu.pdl = pdl;
       tu.fused_merge = pdl;
+      tu.gemv_fusions = fused ? CudaEngineOptions{}.gemv_fusions : 0;
       g->SetDecodeTuning(tu);
       ASSERT_TRUE(g->DecodeLogits(seqs, t, out).ok());
       for (SeqId s : seqs) ASSERT_TRUE(g->Truncate(s, *g->Length(s) - 1).ok());
     };
-    std::vector<float> ref, gemv, skinny, skinny_nopdl, gemv_nopdl;
+    std::vector<float> ref, gemv, skinny, skinny_nopdl, gemv_nopdl, gemv_separate;
     step(0, 0, true, &ref);
     step(8, 0, true, &gemv);
     step(0, 64, true, &skinny);
     step(0, 64, false, &skinny_nopdl);
     step(8, 0, false, &gemv_nopdl);
+    step(8, 0, true, &gemv_separate, false);
     for (const auto* v : {&gemv, &skinny}) {
       double num = 0, den = 0;
       for (size_t i = 0; i < ref.size(); ++i) {
@@ -153,6 +156,7 @@ TEST(CudaEngineGraph, GemmKernelsAgreeAndPdlKeepsBits) {
     }
     EXPECT_TRUE(skinny == skinny_nopdl) << "B " << B << ": PDL changed the bits";
     EXPECT_TRUE(gemv == gemv_nopdl) << "B " << B << ": PDL / the fused merge changed the GEMV path's bits";
+    EXPECT_TRUE(gemv == gemv_separate) << "B " << B << ": fusing RMSNorm / RoPE into the GEMVs changed the bits";
     for (SeqId s : seqs) ASSERT_TRUE(g->FreeSequence(s).ok());
   }
 }
