@@ -113,10 +113,13 @@ def run_row(row):
 
 
 def tile(p):
-    """'wgmma (64, BN 128, 2 stages, ping-pong)' / 'mma.sync (64, 8 warps)' from a row's params or a variant."""
+    """'wgmma (64, BN 128, 2 stages, ping-pong)' / 'wgmma warp-specialized (16, BN 128, 2 stages)' /
+    'mma.sync (64, 8 warps)' from a row's params or a variant."""
     if p.get("kernel") == "wgmma":
         pp = ", ping-pong" if p.get("pingpong") else ""
         return f"wgmma ({p['page_size']}, BN {p['block_n']}, {p['stages']} stages{pp})"
+    if p.get("kernel") == "wgmma-ws":
+        return f"wgmma warp-specialized ({p['page_size']}, BN {p['block_n']}, {p['stages']} stages)"
     return f"{p.get('kernel', 'mma.sync')} ({p['page_size']}, {p['warps']} warps)"
 
 

@@ -512,9 +512,7 @@ int main(int argc, char** argv) {
       e.SetDecodeTuning(fp::CudaLlama::DecodeTuning{});
     }
   }
-  char date[16];
-  const std::time_t now = std::time(nullptr);
-  std::strftime(date, sizeof date, "%Y-%m-%d", std::gmtime(&now));
+  const std::string date = fp::bench::TodayUtc();
   nlohmann::json j = {{"device", prop.name},
                       {"date", date},
                       {"commit", commit},

@@ -176,9 +176,7 @@ int main(int argc, char** argv) {
       }
     }
   }
-  char date[16];
-  const std::time_t now = std::time(nullptr);
-  std::strftime(date, sizeof date, "%Y-%m-%d", std::gmtime(&now));
+  const std::string date = fp::bench::TodayUtc();
   if (!json_path.empty()) {
     std::ofstream(json_path) << nlohmann::json{{"device", prop.name},
                                                {"date", date},

@@ -173,7 +173,7 @@ int main(int argc, char** argv) {
   }
 
   if (!json_path.empty()) {
-    nlohmann::json j = {{"device", prop.name}, {"date", "2026-11-27"}, {"commit", "uncommitted (hash helper)"},
+    nlohmann::json j = {{"device", prop.name}, {"date", fp::bench::TodayUtc()}, {"commit", "uncommitted (hash helper)"},
                         {"topic", "hash"},
                         {"floors", {{"copy_tbps", copy_tbps}, {"gemm_tflops", nullptr}}},
                         {"notes", "ratio_to_floor = (bytes / d2d copy rate) / time; hashing is compute-bound"},

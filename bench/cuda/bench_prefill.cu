@@ -4,7 +4,8 @@
 // B=8, 512 new tokens on an 8192-token paged context with anchor 1024; SmolLM2 shape (Hq=9, Hkv=3, d=64, B=4,
 // L=2048). FLOPs count each visible (query, key) pair once at 4*d (QK^T and PV), causal pairs only.
 // Each row is timed with every kernel and tile shape (mma.sync 4 and 8 warps; at d = 128 also the sm_90a wgmma
-// kernel with BN 64 and 128, where it runs) and page sizes 16 and 64; the best one is the row.
+// kernels: the CTA-barrier one with BN 64 and 128, and the warp-specialized one, the default, with BN 128, where
+// they run) and page sizes 16 and 64; the best one is the row.
 // Timing: CUDA events around each launch, 3 warm-ups, median of 20. Inputs random (never zeros), pages shuffled.
 // Usage: bench_prefill [--json] [out.json]  (bench/peers_prefill.py adds the torch peers and writes the final tables)
 #include <cublas_v2.h>
@@ -23,6 +24,7 @@
 #include <nlohmann/json.hpp>
 
 #include "attention/attention_prefill_launch.cuh"
+#include "bench_util.h"
 #include "core/cuda_check.h"
 
 namespace {
@@ -158,11 +160,13 @@ nlohmann::json RunRow(const RowSpec& r, double gemm) {
                                    {{8, fp::PrefillPath::kMmaSync, 0, 0, true}, "mma.sync warps 8"}};
     if (r.d == 128) {  // the sm_90a wgmma kernel's variants (skipped where it does not apply: Unimplemented)
       const fp::PrefillPath h = fp::PrefillPath::kHopper;
-      shapes.push_back({{base.warps, h, 128, 2, false}, "wgmma BN128 S2"});
-      shapes.push_back({{base.warps, h, 128, 2, true}, "wgmma BN128 S2 pp"});
-      shapes.push_back({{base.warps, h, 128, 3, true}, "wgmma BN128 S3 pp"});
-      shapes.push_back({{base.warps, h, 64, 2, true}, "wgmma BN64 S2 pp"});
-      shapes.push_back({{base.warps, h, 64, 3, true}, "wgmma BN64 S3 pp"});
+      const fp::HopperPipeline cta = fp::HopperPipeline::kCtaBarrier, ws = fp::HopperPipeline::kWarpSpecialized;
+      shapes.push_back({{base.warps, h, 128, 2, false, cta}, "wgmma BN128 S2"});
+      shapes.push_back({{base.warps, h, 128, 2, true, cta}, "wgmma BN128 S2 pp"});
+      shapes.push_back({{base.warps, h, 128, 3, true, cta}, "wgmma BN128 S3 pp"});
+      shapes.push_back({{base.warps, h, 64, 2, true, cta}, "wgmma BN64 S2 pp"});
+      shapes.push_back({{base.warps, h, 64, 3, true, cta}, "wgmma BN64 S3 pp"});
+      shapes.push_back({{base.warps, h, 128, 2, true, ws}, "ws BN128 S2"});
     }
     for (const Variant& v : shapes) {
       fp::Status st = fp::AttentionPrefillCudaConfig(p, hb, nullptr, v.cfg);
@@ -179,17 +183,22 @@ nlohmann::json RunRow(const RowSpec& r, double gemm) {
       CUDA_CHECK(cudaDeviceSynchronize());
       const double tf = flops / (us * 1e-6) / 1e12;
       std::printf("  %-34s page %3d  %-17s: %9.1f us  %6.1f TFLOP/s\n", r.name.c_str(), page, v.label, us, tf);
-      const std::string kernel = v.cfg.path == fp::PrefillPath::kHopper ? "wgmma" : "mma.sync";
+      const bool ws_kernel =
+          v.cfg.path == fp::PrefillPath::kHopper && v.cfg.pipeline == fp::HopperPipeline::kWarpSpecialized;
+      const std::string kernel = ws_kernel                                ? "wgmma-ws"
+                                 : v.cfg.path == fp::PrefillPath::kHopper ? "wgmma"
+                                                                          : "mma.sync";
       const int bn = v.cfg.path == fp::PrefillPath::kHopper ? v.cfg.block_n : 64;
       const bool hop = v.cfg.path == fp::PrefillPath::kHopper;
-      variants.push_back({{"page_size", page}, {"kernel", kernel}, {"warps", hop ? 8 : v.cfg.warps}, {"block_n", bn},
+      const int warps = ws_kernel ? 12 : hop ? 8 : v.cfg.warps;  // ws: producer warpgroup + 2 consumer warpgroups
+      variants.push_back({{"page_size", page}, {"kernel", kernel}, {"warps", warps}, {"block_n", bn},
                           {"stages", hop ? v.cfg.stages : 2}, {"pingpong", hop && v.cfg.pingpong},
                           {"time_us", us}, {"tflops", tf}});
       if (us < best_us) {
         best_us = us;
         row["params"]["page_size"] = page;
         row["params"]["kernel"] = kernel;
-        row["params"]["warps"] = v.cfg.path == fp::PrefillPath::kHopper ? 8 : v.cfg.warps;
+        row["params"]["warps"] = warps;
         row["params"]["block_n"] = bn;
         row["params"]["stages"] = hop ? v.cfg.stages : 2;
         row["params"]["pingpong"] = hop && v.cfg.pingpong;
@@ -228,7 +237,7 @@ int main(int argc, char** argv) {
   };
   nlohmann::json out;
   out["device"] = prop.name;
-  out["date"] = "2026-11-27";
+  out["date"] = fp::bench::TodayUtc();
   out["floors"] = {{"gemm_tflops", gemm}};
   out["rows"] = nlohmann::json::array();
   for (const auto& r : rows) out["rows"].push_back(RunRow(r, gemm));

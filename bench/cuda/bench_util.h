@@ -1,6 +1,6 @@
 // bench_util.h — what every CUDA bench needs and nothing else: abort-on-error checks for CUDA calls and Status
 // values (a bench with a failed call must not print numbers), a median, and the d2d copy rate (the bandwidth floor
-// of every memory-bound bench).
+// of every memory-bound bench), and the date a result is stamped with.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
+#include <string>
 #include <vector>
 
 #include "core/cuda_check.h"
@@ -24,6 +26,14 @@
   } while (0)
 
 namespace fp::bench {
+
+// Today's UTC date, YYYY-MM-DD: the "date" of every results file (the run's, never a hard-coded one).
+inline std::string TodayUtc() {
+  char date[16];
+  const std::time_t now = std::time(nullptr);
+  std::strftime(date, sizeof date, "%Y-%m-%d", std::gmtime(&now));
+  return date;
+}
 
 // Median of the samples (upper median for an even count); 0 for none.
 inline double Median(std::vector<double> v) {

@@ -399,7 +399,7 @@ int main(int argc, char** argv) {
   std::printf("\n%s", md.c_str());
   if (!json_path.empty()) {
     nlohmann::json j = {{"device", prop.name},
-                        {"date", "2026-11-27"},
+                        {"date", fp::bench::TodayUtc()},
                         {"commit", commit},
                         {"floors", {{"copy_tbps", copy_tbps}, {"gemm_tflops", nullptr}}},
                         {"rows", rows}};

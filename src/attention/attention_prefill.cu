@@ -1,7 +1,7 @@
 // attention_prefill.cu — host side of the CUDA prefill kernel: checks everything on the host copies of the batch
 // before any launch (a bad request is a Status, never a fault), sizes the grid from the host copies, picks the
-// kernel (mma.sync: dtype x head_dim x tile rows, attention_prefill_kernel.cuh; or the sm_90a wgmma kernel,
-// attention_prefill_hopper.cuh) and launches.
+// kernel (mma.sync: dtype x head_dim x tile rows, attention_prefill_kernel.cuh; or the sm_90a wgmma kernels,
+// attention_prefill_hopper.cuh, or the warp-specialized one, attention_prefill_hopper_ws.cuh) and launches.
 // defines: AttentionPrefillCuda, AttentionPrefillCudaConfig
 #include <algorithm>
 #include <climits>
@@ -11,6 +11,7 @@
 #include <string>
 
 #include "attention/attention_prefill_hopper.cuh"
+#include "attention/attention_prefill_hopper_ws.cuh"
 #include "attention/attention_prefill_kernel.cuh"
 #include "attention/attention_prefill_launch.cuh"
 #include "fieldprint/attention.h"
@@ -50,6 +51,21 @@ template <int BN, int STAGES, bool PP>
 Status LaunchHopper(const prefill::PrefillArgs& args, dim3 grid, cudaStream_t stream) {
   using Tile = prefill::PrefillHopperTile<BN, STAGES>;
   auto* kernel = prefill::PrefillHopperKernel<BN, STAGES, PP>;
+  static const cudaError_t attr_err =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(Tile::kSmemBytes));
+  if (attr_err != cudaSuccess) {
+    return Internal(std::string("prefill: cudaFuncSetAttribute failed: ") + cudaGetErrorString(attr_err));
+  }
+  kernel<<<grid, Tile::kThreads, Tile::kSmemBytes, stream>>>(args);
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) return Internal(std::string("prefill: launch failed: ") + cudaGetErrorString(err));
+  return Status::Ok();
+}
+
+template <int STAGES>
+Status LaunchHopperWs(const prefill::PrefillArgs& args, dim3 grid, cudaStream_t stream) {
+  using Tile = prefill::PrefillHopperWsTile<STAGES>;
+  auto* kernel = prefill::PrefillHopperWsKernel<STAGES>;
   static const cudaError_t attr_err =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(Tile::kSmemBytes));
   if (attr_err != cudaSuccess) {
@@ -107,7 +123,8 @@ Status AttentionPrefillCudaConfig(const AttentionParams& p, const AttentionBatch
   }
   // Measured on an H200 (docs/kernel-spec.md, Prefill): d = 128: 8 x 16 rows beat 4 x 16 by 14%; d = 64:
   // 4 x 32 rows beat 8 x 16 by 22%. bf16 d = 128 on sm_90a: the wgmma kernel (BN 128, 2 stages, ping-pong) beat
-  // the best mma.sync shape by 27-33%.
+  // the best mma.sync shape by 27-33%; on an H100 the warp-specialized one (kPrefillHopperPipeline) ran at 27-51%
+  // more TFLOP/s than that CTA-barrier wgmma kernel.
   if (cfg.warps == 0) cfg.warps = d == 64 ? 4 : 8;
   if (cfg.warps != 4 && cfg.warps != 8) {
     return InvalidArgument("prefill: warps = " + std::to_string(cfg.warps) + " (4 or 8)");
@@ -185,6 +202,13 @@ Status AttentionPrefillCudaConfig(const AttentionParams& p, const AttentionBatch
     // The variants built (bench_prefill times each; docs/kernel-spec.md, Prefill, has the numbers).
     const int bn = cfg.block_n, st = cfg.stages;
     const bool pp = cfg.pingpong;
+    const HopperPipeline pipe = cfg.pipeline == HopperPipeline::kDefault ? kPrefillHopperPipeline : cfg.pipeline;
+    if (pipe == HopperPipeline::kWarpSpecialized) {
+      if (bn == 128 && st == 2) return LaunchHopperWs<2>(args, grid, stream);
+      return InvalidArgument("prefill: warp-specialized Hopper variant block_n " + std::to_string(bn) + ", stages " +
+                             std::to_string(st) + " is not built (block_n 128, 2 stages)");
+    }
+    if (pipe != HopperPipeline::kCtaBarrier) return InvalidArgument("prefill: unknown Hopper pipeline");
     if (bn == 128 && st == 2 && pp) return LaunchHopper<128, 2, true>(args, grid, stream);
     if (bn == 128 && st == 2 && !pp) return LaunchHopper<128, 2, false>(args, grid, stream);
     if (bn == 128 && st == 3 && pp) return LaunchHopper<128, 3, true>(args, grid, stream);

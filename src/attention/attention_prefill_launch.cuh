@@ -16,13 +16,24 @@ namespace fp {
 // it does not apply. kMmaSync forces the mma.sync kernel.
 enum class PrefillPath { kAuto = 0, kMmaSync = 1, kHopper = 2 };
 
+// Which Hopper kernel. kCtaBarrier: all 256 threads copy, a CTA barrier per KV tile (attention_prefill_hopper.cuh;
+// block_n, stages, pingpong apply). kWarpSpecialized: a producer warpgroup and mbarrier rings
+// (attention_prefill_hopper_ws.cuh; built for block_n 128 and 2 stages only; pingpong does not apply: its consumers
+// always take turns). kDefault: kPrefillHopperPipeline.
+enum class HopperPipeline { kDefault = 0, kCtaBarrier = 1, kWarpSpecialized = 2 };
+
 struct PrefillConfig {
   int warps = 0;  // mma.sync: 8 (16 rows each, BM 128) or 4 (32 rows each at d = 64, 16 at d = 128); 0 = default
   PrefillPath path = PrefillPath::kAuto;
   int block_n = 0;        // Hopper path: keys per KV tile, 64 or 128; 0 = default (128)
   int stages = 0;         // Hopper path: K/V buffers, 2 or 3; 0 = default (2)
   bool pingpong = true;   // Hopper path: warpgroup 1 issues its S MMAs after warpgroup 0's
+  HopperPipeline pipeline = HopperPipeline::kDefault;  // Hopper path: which kernel
 };
+
+// kDefault's Hopper kernel: the warp-specialized one ran at 27-51% more TFLOP/s than the CTA-barrier one on an
+// H100 (docs/kernel-spec.md, Prefill, has the measurements).
+inline constexpr HopperPipeline kPrefillHopperPipeline = HopperPipeline::kWarpSpecialized;
 
 // Whether kAuto takes the Hopper path (where it applies). On since it passed the oracle tests on an H200
 // (PrefillHopper.*, and PrefillCuda.* through kAuto with it on; docs/kernel-spec.md, Prefill).

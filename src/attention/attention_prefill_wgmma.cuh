@@ -8,8 +8,10 @@
 // The same bytes serve as a K-major operand (Q, K: rows = M or N, 64 = K) and as an MN-major one (V: rows = K,
 // 64 = N), so K and V tiles are written by the same gather code.
 // Only compiled into device code for sm_90a (callers guard with FP_PREFILL_SM90A).
+// Also the mbarrier primitives of the warp-specialized kernel (attention_prefill_hopper_ws.cuh).
 // defines: FP_PREFILL_SM90A, SwizzleOffset128, SmemDesc128, WgmmaFence, WgmmaCommit, WgmmaWait, FenceOperand,
-//          FenceProxyAsync, WgmmaSS64, WgmmaSS128, WgmmaRS64
+//          FenceProxyAsync, WgmmaSS64, WgmmaSS128, WgmmaRS64, WgmmaRS128, MbarInit, MbarArrive, MbarWait,
+//          CpAsyncMbarArrive
 #pragma once
 
 #include <cuda_runtime.h>
@@ -33,13 +35,15 @@ __device__ __forceinline__ int SwizzleOffset128(int row, int c) {
 // Descriptor of a 128B-swizzled operand starting at `smem` (1024-byte aligned atom, or an offset of 32 B steps
 // inside one for the k-steps of a K-major operand). Stride between 8-row groups (SBO) 1024 B. LBO is ignored for
 // K-major swizzled operands and for MN-major ones no wider than one atom (N = 64), which is all we issue; it is set
-// to 1024 B as well so that either reading of the two fields gives the same layout.
-__device__ __forceinline__ uint64_t SmemDesc128(const void* smem) {
+// to 1024 B as well so that either reading of the two fields gives the same layout. An MN-major operand wider than
+// one atom (V as B of m64n128: N = d = 128 = two 64-wide halves) passes the byte stride between its 64-wide halves
+// as `lbo`.
+__device__ __forceinline__ uint64_t SmemDesc128(const void* smem, uint32_t lbo = 1024) {
   const auto addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  uint64_t desc = (addr & 0x3FFFFu) >> 4;  // bits 0-13: start address / 16
-  desc |= uint64_t{1024 >> 4} << 16;      // bits 16-29: leading byte offset / 16
-  desc |= uint64_t{1024 >> 4} << 32;      // bits 32-45: stride byte offset / 16
-  desc |= uint64_t{1} << 62;              // bits 62-63: 1 = 128-byte swizzle
+  uint64_t desc = (addr & 0x3FFFFu) >> 4;        // bits 0-13: start address / 16
+  desc |= uint64_t{(lbo >> 4) & 0x3FFFu} << 16;  // bits 16-29: leading byte offset / 16
+  desc |= uint64_t{1024 >> 4} << 32;             // bits 32-45: stride byte offset / 16
+  desc |= uint64_t{1} << 62;                     // bits 62-63: 1 = 128-byte swizzle
   return desc;
 }
 
@@ -57,6 +61,16 @@ __device__ __forceinline__ void FenceOperand(float (&d)[N][4]) {
   for (int i = 0; i < N; ++i) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) asm volatile("" : "+f"(d[i][e])::"memory");
+  }
+}
+// Same for A fragments in registers: an asynchronous MMA reads them until its wait, so they must stay live (and
+// unclobbered) until a fence placed after that wait.
+template <int N>
+__device__ __forceinline__ void FenceOperand(uint32_t (&r)[N][4]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) asm volatile("" : "+r"(r[i][e])::"memory");
   }
 }
 // Makes generic-proxy shared-memory writes (cp.async, st.shared) visible to the async proxy (wgmma operand reads).
@@ -119,6 +133,54 @@ __device__ __forceinline__ void WgmmaRS64(float (&d)[8][4], const uint32_t (&a)[
         "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]),
         "+f"(d[7][2]), "+f"(d[7][3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1));
+}
+
+// D[64 x 128] += A[64 x 16] (registers) * B[16 x 128] (smem, MN-major; the two 64-wide halves `lbo` bytes apart).
+__device__ __forceinline__ void WgmmaRS128(float (&d)[16][4], const uint32_t (&a)[4], uint64_t desc_b) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+      "}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
+        "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+        "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]),
+        "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+        "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]),
+        "+f"(d[7][2]), "+f"(d[7][3]), "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]),
+        "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]), "+f"(d[10][0]), "+f"(d[10][1]),
+        "+f"(d[10][2]), "+f"(d[10][3]), "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]),
+        "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]), "+f"(d[13][0]), "+f"(d[13][1]),
+        "+f"(d[13][2]), "+f"(d[13][3]), "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]),
+        "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1));
+}
+
+// mbarriers (shared::cta, 8 bytes each). A phase completes when `count` arrivals have come in; waiters name the
+// parity of the phase they wait for (waiting on the parity before the first phase returns at once).
+__device__ __forceinline__ uint32_t SmemAddr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void MbarInit(uint64_t* bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(SmemAddr(bar)), "r"(count) : "memory");
+}
+__device__ __forceinline__ void MbarArrive(uint64_t* bar) {
+  asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0];\n}\n" ::"r"(SmemAddr(bar)) : "memory");
+}
+__device__ __forceinline__ void MbarWait(uint64_t* bar, uint32_t parity) {
+  asm volatile(
+      "{\n.reg .pred p;\nWAIT:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
+      "@!p bra WAIT;\n}\n" ::"r"(SmemAddr(bar)),
+      "r"(parity)
+      : "memory");
+}
+// One arrival on `bar` once all of this thread's earlier cp.async copies have landed (the count includes it).
+__device__ __forceinline__ void CpAsyncMbarArrive(uint64_t* bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(SmemAddr(bar)) : "memory");
 }
 #endif  // FP_PREFILL_SM90A
 

@@ -261,16 +261,22 @@ CaseResult Check(const Case& c, const Output& got, uint64_t seed) {
   return r;
 }
 
-// The sm_90a wgmma kernel (bf16, d = 128): variant v % 5 of the five built (keys per tile, stages, ping-pong).
+// The sm_90a wgmma kernels (bf16, d = 128): variant v % 6 of the six built. First the default, every field left
+// at 0 / kDefault: the warp-specialized kernel (BN 128, 2 stages); then the CTA-barrier kernel (keys per tile,
+// stages, ping-pong).
+static_assert(kPrefillHopperPipeline == HopperPipeline::kWarpSpecialized,
+              "variant 0 is meant to test the warp-specialized kernel: list it explicitly if the default changes");
 PrefillConfig Hopper(int v) {
-  static constexpr PrefillConfig kBuilt[] = {{0, PrefillPath::kHopper, 128, 2, true},
-                                             {0, PrefillPath::kHopper, 128, 2, false},
-                                             {0, PrefillPath::kHopper, 128, 3, true},
-                                             {0, PrefillPath::kHopper, 64, 2, true},
-                                             {0, PrefillPath::kHopper, 64, 3, true}};
-  return kBuilt[v % 5];
+  constexpr auto kCta = HopperPipeline::kCtaBarrier;
+  static constexpr PrefillConfig kBuilt[] = {{0, PrefillPath::kHopper, 0, 0, true, HopperPipeline::kDefault},
+                                             {0, PrefillPath::kHopper, 128, 2, true, kCta},
+                                             {0, PrefillPath::kHopper, 128, 2, false, kCta},
+                                             {0, PrefillPath::kHopper, 128, 3, true, kCta},
+                                             {0, PrefillPath::kHopper, 64, 2, true, kCta},
+                                             {0, PrefillPath::kHopper, 64, 3, true, kCta}};
+  return kBuilt[v % 6];
 }
-constexpr int kHopperVariants = 5;
+constexpr int kHopperVariants = 6;
 
 // A spec the Hopper kernel takes: bf16, d = 128; anchors and contexts long enough for several 128-key tiles.
 CaseSpec HopperSpec(std::mt19937_64& rng, int index) {
@@ -444,6 +450,30 @@ TEST(PrefillHopper, RejectsShapesItDoesNotTake) {
             StatusCode::kInvalidArgument);
   EXPECT_EQ(RunKernel(*d, c, PrefillConfig{0, PrefillPath::kHopper, 128, 4, true}).code(),
             StatusCode::kInvalidArgument);
+  // On a shape it takes: the warp-specialized kernel (also the default pipeline) is built for 128-key tiles and
+  // 2 stages only, and an unknown pipeline is an error. Each rejection leaves the poisoned output untouched.
+  if (!HopperRuns()) return;
+  std::mt19937_64 rng_h(10);
+  Case hc = testing::MakeCase(HopperSpec(rng_h, 0), 10);
+  auto hd = ToDevice(hc);
+  constexpr auto kWs = HopperPipeline::kWarpSpecialized;
+  const PrefillConfig rejected[] = {{0, PrefillPath::kHopper, 64, 2, true, kWs},
+                                    {0, PrefillPath::kHopper, 128, 3, true, kWs},
+                                    {0, PrefillPath::kHopper, 64, 0, true, HopperPipeline::kDefault},
+                                    {0, PrefillPath::kHopper, 0, 3, true, HopperPipeline::kDefault},
+                                    {0, PrefillPath::kHopper, 128, 2, true, static_cast<HopperPipeline>(7)}};
+  for (const PrefillConfig& cfg : rejected) {
+    EXPECT_EQ(RunKernel(*hd, hc, cfg).code(), StatusCode::kInvalidArgument)
+        << "block_n " << cfg.block_n << ", stages " << cfg.stages << ", pipeline " << static_cast<int>(cfg.pipeline);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    const Output out = Download(*hd);
+    EXPECT_TRUE(std::all_of(out.o.begin(), out.o.end(), [](uint8_t b) { return b == 0xFF; }));
+  }
+  // The same case with the built shape runs and matches the oracle.
+  ASSERT_TRUE(RunKernel(*hd, hc, PrefillConfig{0, PrefillPath::kHopper, 128, 2, true, kWs}).ok());
+  const CaseResult r = Check(hc, Download(*hd), 10);
+  EXPECT_LE(r.err, 2 * r.naive + 1e-5) << r.desc;
+  EXPECT_FALSE(r.lse_bad) << r.desc;
 }
 
 // Bad requests come back as errors before any launch: the poisoned output stays untouched.

@@ -1,0 +1,336 @@
+// attention_prefill_hopper_ws.cuh — the warp-specialized Hopper (sm_90a) prefill kernel: bf16, head_dim 128;
+// the default Hopper kernel (kPrefillHopperPipeline, attention_prefill_launch.cuh).
+//
+// Same contract, work split, KV order, masks and causal tile skipping as the CTA-barrier kernel PrefillHopperKernel
+// (attention_prefill_hopper.cuh), built the FlashAttention-3 way: no CTA barrier per KV tile, mbarrier rings instead.
+//   - 3 warpgroups (384 threads). Warpgroup 0 is the producer: it gathers Q and the K/V tiles (BN = 128 keys)
+//     through the block table with 16-byte cp.async (any page size) into rings of STAGES K and STAGES V buffers
+//     (STAGES = 2 is the one built: 4 x 32 KiB + Q 32 KiB of shared memory).
+//     After each tile's copies every producer thread issues cp.async.mbarrier.arrive.noinc on the tile's "full"
+//     mbarrier (count 128): the arrival happens once that thread's earlier copies have landed, so the producer
+//     never waits on its own copies. It waits on the ring's "empty" mbarriers (one arrival per consumer warp, count 8) before reusing
+//     a buffer. `setmaxnreg` hands its registers to the consumers (producer 40, consumers 232 per thread).
+//   - Warpgroups 1 and 2 are consumers, 64 packed rows each. Per tile: wait K full, S = Q K^T (wgmma m64n128k16,
+//     Q and K from shared memory), release K, softmax, rescale O, P packed to bf16 A fragments in registers, wait V
+//     full, O += P V (one wgmma m64n128k16 per 16 keys, V MN-major over both 64-wide halves of d), release V.
+//     K is released as soon as S is done, so the producer refills K while P V still reads V.
+//   - Tensor-core turns for the S MMAs: a pair of named barriers (4, 5) hands the turn back and forth (consumer 0,
+//     1, 0, ...), so one consumer's softmax runs while the other's S MMAs run. Consumers only ever wait on
+//     mbarriers and their turn, so nothing re-aligns the two per tile.
+//   - Proxy fence: cp.async writes are generic-proxy writes and wgmma reads through the async proxy. Each consumer
+//     thread issues fence.proxy.async after its wait on a "full" mbarrier and before the wgmma that reads the
+//     buffer (the barrier's completion makes the copies visible to it; the fence carries them to the async proxy).
+// Determinism: as the CTA-barrier kernel (fixed KV order and tile size per row; no atomics; reruns bit-identical).
+// Device code only in the sm_90a pass (FP_PREFILL_SM90A); other passes compile an empty stub.
+// defines: PrefillHopperWsTile, PrefillHopperWsKernel
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "attention/attention_prefill_kernel.cuh"
+#include "attention/attention_prefill_wgmma.cuh"
+
+namespace fp::prefill {
+
+template <int STAGES>
+struct PrefillHopperWsTile {
+  static constexpr int kD = 128;
+  static constexpr int kBM = 128;
+  static constexpr int kBN = 128;
+  static constexpr int kThreads = 384;
+  static constexpr int kBarriers = 1 + 4 * STAGES;  // Q full; K full / empty, V full / empty per stage
+  // Q + STAGES x (K, V), 1 KiB to align the base to the 1024-byte swizzle atom, then the mbarriers.
+  static constexpr size_t kSmemBytes = static_cast<size_t>(kBM + 2 * STAGES * kBN) * kD * 2 + 1024 + 8 * kBarriers;
+  static_assert(kSmemBytes <= 232448, "over the 227 KiB of shared memory a block may have");
+};
+
+template <int STAGES>
+__global__ void __launch_bounds__(384, 1) PrefillHopperWsKernel(const __grid_constant__ PrefillArgs a) {
+#if FP_PREFILL_SM90A
+  using T = __nv_bfloat16;
+  using Mma = MmaTraits<T>;
+  constexpr int D = 128, BM = 128, BN = 128, CPR = D / 8;
+  const float kNegInf = -__int_as_float(0x7f800000);
+
+  extern __shared__ uint4 smem_raw[];
+  const uint32_t raw = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
+  T* sQ = reinterpret_cast<T*>(reinterpret_cast<char*>(smem_raw) + ((1024u - (raw & 1023u)) & 1023u));  // [2][BM][64]
+  T* sK = sQ + BM * D;                                                      // [STAGES][2][BN][64]
+  T* sV = sK + STAGES * BN * D;                                             // [STAGES][2][BN][64]
+  uint64_t* bar_q = reinterpret_cast<uint64_t*>(sV + STAGES * BN * D);     // [1]
+  uint64_t* k_full = bar_q + 1;                                             // [STAGES]
+  uint64_t* k_empty = k_full + STAGES;                                      // [STAGES]
+  uint64_t* v_full = k_empty + STAGES;                                      // [STAGES]
+  uint64_t* v_empty = v_full + STAGES;                                      // [STAGES]
+
+  const int Hkv = a.num_kv_heads, G = a.group, Hq = Hkv * G;
+  const int s = static_cast<int>(blockIdx.x) / Hkv, hk = static_cast<int>(blockIdx.x) % Hkv;
+  const int tile = static_cast<int>(gridDim.y - 1 - blockIdx.y);  // heaviest causal tiles start first
+  const int q0 = a.q_indptr[s], nq = a.q_indptr[s + 1] - q0;
+  const int rows_total = nq * G, m0 = tile * BM;
+  if (m0 >= rows_total) return;  // uniform over the CTA, before any barrier
+  const int kv_len = a.kv_lens[s], A = a.anchor_len;
+  const int tok_lo = m0 / G, tok_hi = min(m0 + BM - 1, rows_total - 1) / G;
+  const int diag = kv_len - nq;  // query token j sits at paged position diag + j
+
+  const int nA = (A + BN - 1) / BN;
+  const int paged_end = a.causal ? min(kv_len, diag + tok_hi + 1) : kv_len;
+  const int nP = paged_end > 0 ? (paged_end + BN - 1) / BN : 0;
+  const int free_end = a.causal ? min(kv_len, diag + tok_lo + 1) : kv_len;
+  const int nP_free = free_end > 0 ? free_end / BN : 0;
+  const int n_tiles = nA + nP;
+
+  const int tid = static_cast<int>(threadIdx.x), wg = tid / 128, warp = (tid % 128) / 32, lane = tid % 32;
+  if (tid == 0) {
+    MbarInit(bar_q, 128);
+#pragma unroll
+    for (int st = 0; st < STAGES; ++st) {
+      MbarInit(k_full + st, 128);
+      MbarInit(v_full + st, 128);
+      MbarInit(k_empty + st, 8);
+      MbarInit(v_empty + st, 8);
+    }
+  }
+  __syncthreads();
+
+  if (wg == 0) {
+    // ---------------- producer: Q, then K/V tiles in order into the rings ----------------
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
+    const int ld_row = tid / CPR, ld_chunk = tid % CPR;  // rows ld_row + 8 i (i < 16), one 16-byte chunk each
+    const T* q = static_cast<const T*>(a.q);
+#pragma unroll 1
+    for (int i = 0; i < BM / 8; ++i) {
+      const int r = ld_row + i * 8, pr = m0 + r, tok = pr / G;
+      const bool ok = tok < nq;
+      const T* src = ok ? q + ((static_cast<int64_t>(q0 + tok) * Hq + hk * G + pr % G) * D + ld_chunk * 8) : q;
+      CpAsync16(sQ + SwizzleOffset128<BM>(r, ld_chunk), src, ok ? 16 : 0);
+    }
+    CpAsyncMbarArrive(bar_q);
+
+    // Lane l owns tile row prow = 2 * warp + (l & 1) + 8 * (l >> 1), one of the 32 rows this warp copies (row
+    // ld_row + 8 i is lane 2 i + (lane >> 4)'s): it resolves that row's element offset for the next tile (-1 past
+    // the segment: zero-fill) one tile ahead, and the copies take it with a shuffle, so no index arithmetic or
+    // block-table latency sits in the copy loop.
+    const int prow = 2 * warp + (lane & 1) + 8 * (lane >> 1);
+    auto row_offset = [&](int j) -> int64_t {
+      if (j >= n_tiles) return -1;
+      if (j < nA) {
+        const int t = j * BN + prow;
+        return t < A ? (static_cast<int64_t>(t) * Hkv + hk) * D : -1;
+      }
+      const int t = (j - nA) * BN + prow;
+      if (t >= kv_len) return -1;
+      const int blk = a.page_shift >= 0 ? t >> a.page_shift : t / a.page_size;
+      const int page = __ldg(a.block_table + static_cast<int64_t>(s) * a.max_blocks_per_seq + blk);
+      return ((static_cast<int64_t>(page) * a.page_size + (t - blk * a.page_size)) * Hkv + hk) * D;
+    };
+    // Copies of one K or V tile into buffer dst (rows past the segment zero-fill: 0 * poisoned V would be NaN).
+    // Row ld_row + 8 i sits 8 i rows after row ld_row in the same swizzle phase.
+    auto copy_tile = [&](int64_t off_lane, const T* base, T* dst) {
+      T* d0 = dst + SwizzleOffset128<BN>(ld_row, ld_chunk);
+#pragma unroll
+      for (int i = 0; i < BN / 8; ++i) {
+        const int64_t off = __shfl_sync(0xffffffffu, off_lane, 2 * i + (lane >> 4));
+        const bool ok = off >= 0;
+        CpAsync16(d0 + i * 8 * 64, base + (ok ? off + ld_chunk * 8 : 0), ok ? 16 : 0);
+      }
+    };
+    int64_t off = row_offset(0);
+    for (int j = 0; j < n_tiles; ++j) {
+      const int st = j % STAGES;
+      const uint32_t ph = ((j / STAGES) & 1) ^ 1;  // the first use of a buffer waits on nothing
+      const int64_t off_next = row_offset(j + 1);
+      const bool anchor = j < nA;
+      MbarWait(k_empty + st, ph);
+      copy_tile(off, static_cast<const T*>(anchor ? a.anchor_k : a.k_pool), sK + st * BN * D);
+      CpAsyncMbarArrive(k_full + st);
+      MbarWait(v_empty + st, ph);
+      copy_tile(off, static_cast<const T*>(anchor ? a.anchor_v : a.v_pool), sV + st * BN * D);
+      CpAsyncMbarArrive(v_full + st);
+      off = off_next;
+    }
+    // Leave no copy in flight behind an exited thread. The copies are in no commit group, so commit them into one
+    // and wait for it (cp.async.wait_group alone covers committed groups only). The consumers wait on every "full"
+    // barrier anyway; this costs the idle producer only.
+    CpAsyncCommit();
+    CpAsyncWait<0>();
+  } else {
+    // ---------------- consumers: 64 packed rows each ----------------
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
+    const int c = wg - 1;
+    const int g4 = lane / 4, t4 = lane % 4;
+    const int wg_row0 = 64 * c;
+    auto packed_row = [&](int h) { return m0 + wg_row0 + 16 * warp + g4 + 8 * h; };
+    // Tensor-core turns: consumer c waits on barrier 4 + c before issuing and then opens 4 + (1 - c). Consumer 1
+    // opens consumer 0's first turn; consumer 0 takes one extra turn at the end so both barriers end balanced.
+    auto turn_wait = [&] { asm volatile("bar.sync %0, 256;\n" ::"r"(4 + c) : "memory"); };
+    auto turn_pass = [&] { asm volatile("bar.arrive %0, 256;\n" ::"r"(5 - c) : "memory"); };
+    auto release = [&](uint64_t* bar) {  // after this warp's wgmma reads of the buffer completed
+      __syncwarp();
+      if (lane == 0) MbarArrive(bar);
+    };
+    if (c == 1) turn_pass();
+
+    float o_acc[16][4];  // [n8 tile][frag]: column 8 * nt + 2 * t4 + (e & 1), rows g4 (+ 8)
+#pragma unroll
+    for (int i = 0; i < 16; ++i) o_acc[i][0] = o_acc[i][1] = o_acc[i][2] = o_acc[i][3] = 0.f;
+    float m_run[2] = {kNegInf, kNegInf}, l_run[2] = {0.f, 0.f};
+    // A "full" barrier's completion makes the producer's cp.async (generic-proxy) writes visible to this thread;
+    // the fence then orders them before its wgmma (async-proxy) reads of the buffer.
+    auto acquire = [](uint64_t* bar, uint32_t parity) {
+      MbarWait(bar, parity);
+      FenceProxyAsync();
+    };
+    acquire(bar_q, 0);
+
+    auto issue_s = [&](float (&sc)[BN / 8][4], const T* cK) {
+      FenceOperand(sc);
+      WgmmaFence();
+#pragma unroll
+      for (int kc = 0; kc < D / 16; ++kc) {
+        const uint64_t da = SmemDesc128(sQ + (kc / 4) * BM * 64 + wg_row0 * 64 + (kc % 4) * 16);
+        const uint64_t db = SmemDesc128(cK + (kc / 4) * BN * 64 + (kc % 4) * 16);
+        WgmmaSS128(sc, da, db, kc > 0);
+      }
+    };
+    auto issue_pv = [&](const T* cV, const uint32_t(&p)[BN / 16][4]) {
+      FenceOperand(o_acc);
+      WgmmaFence();
+#pragma unroll
+      for (int kk = 0; kk < BN / 16; ++kk) WgmmaRS128(o_acc, p[kk], SmemDesc128(cV + kk * 16 * 64, BN * 128));
+    };
+    // Scale, bias, mask and exponentiate S(j) in place; returns the factors O must be rescaled by.
+    auto softmax = [&](int j, float (&sc)[BN / 8][4], float (&alpha)[2]) {
+      const bool anchor = j < nA;
+      const int key0 = anchor ? j * BN : (j - nA) * BN;
+      const bool masked = anchor ? (key0 + BN > A) : (j - nA >= nP_free);
+      float bias[2] = {0.f, 0.f};
+      int last[2] = {0, 0};
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int pr = packed_row(h);
+        if (anchor && a.gamma) bias[h] = __ldg(a.gamma + hk * G + pr % G) * 1.4426950408889634f;
+        if (masked) last[h] = anchor ? A - 1 : (a.causal ? min(kv_len - 1, diag + min(pr / G, nq - 1)) : kv_len - 1);
+      }
+#pragma unroll
+      for (int nt = 0; nt < BN / 8; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          float v = sc[nt][e] * a.scale_log2 + bias[e / 2];
+          if (masked && key0 + nt * 8 + 2 * t4 + (e & 1) > last[e / 2]) v = kNegInf;
+          sc[nt][e] = v;
+        }
+      }
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        float mx = kNegInf;
+#pragma unroll
+        for (int nt = 0; nt < BN / 8; ++nt) mx = fmaxf(mx, fmaxf(sc[nt][2 * h], sc[nt][2 * h + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float m_new = fmaxf(m_run[h], mx);
+        const float m_use = m_new == kNegInf ? 0.f : m_new;  // a row with nothing visible yet stays all-zero
+        alpha[h] = FastExp2(m_run[h] - m_use);
+        m_run[h] = m_new;
+        float sum = 0.f;
+#pragma unroll
+        for (int nt = 0; nt < BN / 8; ++nt) {
+          sc[nt][2 * h] = FastExp2(sc[nt][2 * h] - m_use);
+          sc[nt][2 * h + 1] = FastExp2(sc[nt][2 * h + 1] - m_use);
+          sum += sc[nt][2 * h] + sc[nt][2 * h + 1];
+        }
+        l_run[h] = l_run[h] * alpha[h] + sum;
+      }
+    };
+    auto rescale = [&](const float (&alpha)[2]) {
+#pragma unroll
+      for (int i = 0; i < 16; ++i) {
+        o_acc[i][0] *= alpha[0];
+        o_acc[i][1] *= alpha[0];
+        o_acc[i][2] *= alpha[1];
+        o_acc[i][3] *= alpha[1];
+      }
+    };
+    auto pack = [&](const float (&sc)[BN / 8][4], uint32_t (&p)[BN / 16][4]) {
+#pragma unroll
+      for (int kk = 0; kk < BN / 16; ++kk) {
+        p[kk][0] = Mma::Pack(sc[2 * kk][0], sc[2 * kk][1]);
+        p[kk][1] = Mma::Pack(sc[2 * kk][2], sc[2 * kk][3]);
+        p[kk][2] = Mma::Pack(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
+        p[kk][3] = Mma::Pack(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
+      }
+    };
+
+    for (int j = 0; j < n_tiles; ++j) {
+      const int st = j % STAGES;
+      const uint32_t ph = (j / STAGES) & 1;
+      float sc[BN / 8][4];      // S(j), then P(j) in fp32: column 8 nt + 2 t4 + (e & 1), rows g4 (+ 8)
+      float alpha[2];           // O's rescale factors, rows g4 and g4 + 8
+      uint32_t pa[BN / 16][4];  // P(j) as bf16 A fragments (keys 16 kk .. 16 kk + 15)
+      acquire(k_full + st, ph);
+      turn_wait();  // S MMAs take turns with the other consumer's
+      issue_s(sc, sK + st * BN * D);
+      WgmmaCommit();
+      turn_pass();
+      WgmmaWait<0>();
+      FenceOperand(sc);
+      release(k_empty + st);  // K(j) read: the producer may refill it while this consumer does softmax and P V
+      softmax(j, sc, alpha);
+      rescale(alpha);
+      pack(sc, pa);
+      acquire(v_full + st, ph);
+      issue_pv(sV + st * BN * D, pa);
+      WgmmaCommit();
+      WgmmaWait<0>();
+      FenceOperand(o_acc);
+      FenceOperand(pa);  // the register operands stay untouched until the P V MMAs completed
+      release(v_empty + st);
+    }
+    if (c == 0) turn_wait();  // consumer 1's last pass
+
+    // Epilogue: finish the row sums, normalise, stage this consumer's 64 rows in its own rows of sQ (only its own
+    // wgmma read them, and those completed), write 16-byte chunks.
+    T* o = static_cast<T*>(a.o);
+    float inv[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float l = l_run[h];
+      l += __shfl_xor_sync(0xffffffffu, l, 1);
+      l += __shfl_xor_sync(0xffffffffu, l, 2);
+      inv[h] = l > 0.f ? 1.f / l : 0.f;
+      const int pr = packed_row(h);
+      if (a.lse != nullptr && t4 == 0 && pr < rows_total) {
+        const int64_t idx = static_cast<int64_t>(q0 + pr / G) * Hq + hk * G + pr % G;
+        a.lse[idx] = l > 0.f ? (m_run[h] + __log2f(l)) * 0.6931471805599453f : kNegInf;
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int r = wg_row0 + 16 * warp + g4 + 8 * h;
+        const uint32_t v = Mma::Pack(o_acc[i][2 * h] * inv[h], o_acc[i][2 * h + 1] * inv[h]);
+        *reinterpret_cast<uint32_t*>(sQ + SwizzleOffset128<BM>(r, i) + 2 * t4) = v;
+      }
+    }
+    asm volatile("bar.sync %0, 128;\n" ::"r"(1 + c) : "memory");  // this consumer's 64 rows are staged
+    const int ctid = tid % 128;
+#pragma unroll
+    for (int i = 0; i < 64 * CPR / 128; ++i) {
+      const int cc = ctid + 128 * i, r = wg_row0 + cc / CPR, ch = cc % CPR;
+      const int pr = m0 + r;
+      if (pr < rows_total) {
+        const int64_t idx = (static_cast<int64_t>(q0 + pr / G) * Hq + hk * G + pr % G) * D + ch * 8;
+        *reinterpret_cast<uint4*>(o + idx) = *reinterpret_cast<const uint4*>(sQ + SwizzleOffset128<BM>(r, ch));
+      }
+    }
+  }
+#else
+  (void)a;
+#endif  // FP_PREFILL_SM90A
+}
+
+}  // namespace fp::prefill
