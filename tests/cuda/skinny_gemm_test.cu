@@ -113,7 +113,8 @@ void CheckAgainstOracle(Kernel kind, const Problem& p, float beta, uint32_t seed
 TEST(SkinnyGemm, MatchesFp64Oracle) {
   SKIP_WITHOUT_GPU();
   const Problem shapes[] = {{8, 32, 1},      {13, 64, 1},    {100, 96, 3},  {64, 576, 16},  {37, 576, 17},
-                            {200, 1536, 33}, {256, 256, 64}, {72, 160, 65}, {40, 128, 130}, {4096, 4096, 1}};
+                            {200, 1536, 33}, {256, 256, 64}, {72, 160, 65}, {40, 128, 130}, {4096, 4096, 1},
+                            {6151, 64, 1},   {6200, 96, 16}};  // out >= 6144: 4 row tiles a warp up to n = 16
   uint32_t seed = 1;
   for (const Problem& p : shapes) {
     CheckAgainstOracle(Kernel::kSkinny, p, 0.f, seed++);
@@ -136,89 +137,98 @@ TEST(Gemv, MatchesFp64Oracle) {
 TEST(SkinnyGemm, BatchInvariant) {
   SKIP_WITHOUT_GPU();
   std::mt19937 rng(7);
-  const int out = 200, in = 1536, nmax = 130;  // 130: three m-tile widths and two passes
-  const auto w = RandomBf16(rng, static_cast<size_t>(out) * in, 1.f);
-  const auto x = RandomBf16(rng, static_cast<size_t>(nmax) * in, 1.f);
-  bf16* dw = Dev(w);
-  // Reference: every token alone (n = 1).
-  std::vector<float> alone(static_cast<size_t>(nmax) * out);
-  {
-    std::vector<bf16> one(static_cast<size_t>(in));
-    for (int t = 0; t < nmax; ++t) {
-      std::copy_n(x.begin() + static_cast<ptrdiff_t>(t) * in, in, one.begin());
-      bf16* dx = Dev(one);
-      float* dy = Dev(std::vector<float>(static_cast<size_t>(out), std::nanf("")));
-      ASSERT_TRUE(ce::LaunchSkinnyGemm(dw, out, in, dx, 1, dy, 0.f, false, nullptr).ok());
-      const auto y = Host(dy, static_cast<size_t>(out));
-      std::copy(y.begin(), y.end(), alone.begin() + static_cast<ptrdiff_t>(t) * out);
+  // 130: three m-tile widths and two passes; out 6150 also takes the 4-row-tile schedule up to n = 16.
+  for (const int out : {200, 6150}) {
+    SCOPED_TRACE("out " + std::to_string(out));
+    const int in = 1536, nmax = 130;
+    const auto w = RandomBf16(rng, static_cast<size_t>(out) * in, 1.f);
+    const auto x = RandomBf16(rng, static_cast<size_t>(nmax) * in, 1.f);
+    bf16* dw = Dev(w);
+    // Reference: every token alone (n = 1).
+    std::vector<float> alone(static_cast<size_t>(nmax) * out);
+    {
+      std::vector<bf16> one(static_cast<size_t>(in));
+      for (int t = 0; t < nmax; ++t) {
+        std::copy_n(x.begin() + static_cast<ptrdiff_t>(t) * in, in, one.begin());
+        bf16* dx = Dev(one);
+        float* dy = Dev(std::vector<float>(static_cast<size_t>(out), std::nanf("")));
+        ASSERT_TRUE(ce::LaunchSkinnyGemm(dw, out, in, dx, 1, dy, 0.f, false, nullptr).ok());
+        const auto y = Host(dy, static_cast<size_t>(out));
+        std::copy(y.begin(), y.end(), alone.begin() + static_cast<ptrdiff_t>(t) * out);
+        cudaFree(dx);
+        cudaFree(dy);
+      }
+    }
+    // Batches: sizes across every dispatch bucket, tokens drawn in a random order (a token lands at any row).
+    for (int n : {2, 5, 16, 17, 31, 32, 33, 64, 65, 100, 130}) {
+      std::vector<int> order(static_cast<size_t>(nmax));
+      std::iota(order.begin(), order.end(), 0);
+      std::shuffle(order.begin(), order.end(), rng);
+      order.resize(static_cast<size_t>(n));
+      std::vector<bf16> xb(static_cast<size_t>(n) * in);
+      for (int i = 0; i < n; ++i) {
+        std::copy_n(x.begin() + static_cast<ptrdiff_t>(order[static_cast<size_t>(i)]) * in, in,
+                    xb.begin() + static_cast<ptrdiff_t>(i) * in);
+      }
+      bf16* dx = Dev(xb);
+      float* dy = Dev(std::vector<float>(static_cast<size_t>(n) * out, std::nanf("")));
+      ASSERT_TRUE(ce::LaunchSkinnyGemm(dw, out, in, dx, n, dy, 0.f, false, nullptr).ok());
+      const auto y = Host(dy, static_cast<size_t>(n) * out);
+      for (int i = 0; i < n; ++i) {
+        const int t = order[static_cast<size_t>(i)];
+        ASSERT_EQ(0, std::memcmp(y.data() + static_cast<ptrdiff_t>(i) * out,
+                                 alone.data() + static_cast<ptrdiff_t>(t) * out, out * sizeof(float)))
+            << "token " << t << " at row " << i << " of a batch of " << n << " differs from the token alone";
+      }
       cudaFree(dx);
       cudaFree(dy);
     }
+    cudaFree(dw);
   }
-  // Batches: sizes across every dispatch bucket, tokens drawn in a random order (a token lands at any row).
-  for (int n : {2, 5, 16, 17, 31, 32, 33, 64, 65, 100, 130}) {
-    std::vector<int> order(static_cast<size_t>(nmax));
-    std::iota(order.begin(), order.end(), 0);
-    std::shuffle(order.begin(), order.end(), rng);
-    order.resize(static_cast<size_t>(n));
-    std::vector<bf16> xb(static_cast<size_t>(n) * in);
-    for (int i = 0; i < n; ++i) {
-      std::copy_n(x.begin() + static_cast<ptrdiff_t>(order[static_cast<size_t>(i)]) * in, in,
-                  xb.begin() + static_cast<ptrdiff_t>(i) * in);
-    }
-    bf16* dx = Dev(xb);
-    float* dy = Dev(std::vector<float>(static_cast<size_t>(n) * out, std::nanf("")));
-    ASSERT_TRUE(ce::LaunchSkinnyGemm(dw, out, in, dx, n, dy, 0.f, false, nullptr).ok());
-    const auto y = Host(dy, static_cast<size_t>(n) * out);
-    for (int i = 0; i < n; ++i) {
-      const int t = order[static_cast<size_t>(i)];
-      ASSERT_EQ(0, std::memcmp(y.data() + static_cast<ptrdiff_t>(i) * out,
-                               alone.data() + static_cast<ptrdiff_t>(t) * out, out * sizeof(float)))
-          << "token " << t << " at row " << i << " of a batch of " << n << " differs from the token alone";
-    }
-    cudaFree(dx);
-    cudaFree(dy);
-  }
-  cudaFree(dw);
 }
 
 // The SwiGLU epilogue equals the plain GEMM followed by the SwiGLU kernel, bit for bit, for every n bucket.
 TEST(SkinnyGemm, SwiGluEpilogueMatchesSeparateKernel) {
   SKIP_WITHOUT_GPU();
   std::mt19937 rng(9);
-  const int ff = 84, in = 320;  // 168 rows: the wider row tiles (16, 32 rows per block) end half-full
-  const auto w = RandomBf16(rng, static_cast<size_t>(2 * ff) * in, 0.5f);
-  bf16* dw = Dev(w);
-  for (int n : {1, 7, 20, 40, 70}) {
-    const auto x = RandomBf16(rng, static_cast<size_t>(n) * in, 1.f);
-    bf16* dx = Dev(x);
-    float* dgu = Dev(std::vector<float>(static_cast<size_t>(n) * 2 * ff, std::nanf("")));
-    const bf16 poison = __float2bfloat16(std::nanf(""));
-    bf16* dh1 = Dev(std::vector<bf16>(static_cast<size_t>(n) * ff, poison));
-    bf16* dh2 = Dev(std::vector<bf16>(static_cast<size_t>(n) * ff, poison));
-    ASSERT_TRUE(ce::LaunchSkinnyGemm(dw, 2 * ff, in, dx, n, dgu, 0.f, false, nullptr).ok());
-    ASSERT_TRUE(ce::LaunchSwiGlu(dgu, n, ff, dh1, nullptr).ok());
-    ASSERT_TRUE(ce::LaunchSkinnyGemmSwiGlu(dw, ff, in, dx, n, dh2, false, nullptr).ok());
-    const auto h1 = Host(dh1, static_cast<size_t>(n) * ff);
-    const auto h2 = Host(dh2, static_cast<size_t>(n) * ff);
-    const auto gu = Host(dgu, static_cast<size_t>(n) * 2 * ff);
-    for (size_t i = 0; i < h1.size(); ++i) {
-      ASSERT_FALSE(std::isnan(__bfloat162float(h2[i]))) << "n " << n << " element " << i << " not written";
-      ASSERT_EQ(0, std::memcmp(&h1[i], &h2[i], sizeof(bf16))) << "n " << n << " element " << i;
-      // And the interleaved layout means what GateUpRow says: gate i and up i of token t.
-      const size_t t = i / ff, f = i % ff;
-      const float g = gu[t * 2 * ff + static_cast<size_t>(ce::GateUpRow(static_cast<int64_t>(f), false))];
-      const float u = gu[t * 2 * ff + static_cast<size_t>(ce::GateUpRow(static_cast<int64_t>(f), true))];
-      const float want = g / (1.f + std::exp(-g)) * u;
-      EXPECT_NEAR(__bfloat162float(h2[i]), want, 1e-2f * std::fabs(want) + 1e-3f)
-          << "n " << n << " element " << i;
+  // ff 84 (168 rows: the wider row tiles, 16 and 32 rows per block, end half-full); ff 3100 (6200 rows: 4 row
+  // tiles a warp up to n = 16).
+  for (const int ff : {84, 3100}) {
+    SCOPED_TRACE("ff " + std::to_string(ff));
+    const int in = 320;
+    const auto w = RandomBf16(rng, static_cast<size_t>(2 * ff) * in, 0.5f);
+    bf16* dw = Dev(w);
+    for (int n : {1, 7, 20, 40, 70}) {
+      const auto x = RandomBf16(rng, static_cast<size_t>(n) * in, 1.f);
+      bf16* dx = Dev(x);
+      float* dgu = Dev(std::vector<float>(static_cast<size_t>(n) * 2 * ff, std::nanf("")));
+      const bf16 poison = __float2bfloat16(std::nanf(""));
+      bf16* dh1 = Dev(std::vector<bf16>(static_cast<size_t>(n) * ff, poison));
+      bf16* dh2 = Dev(std::vector<bf16>(static_cast<size_t>(n) * ff, poison));
+      ASSERT_TRUE(ce::LaunchSkinnyGemm(dw, 2 * ff, in, dx, n, dgu, 0.f, false, nullptr).ok());
+      ASSERT_TRUE(ce::LaunchSwiGlu(dgu, n, ff, dh1, nullptr).ok());
+      ASSERT_TRUE(ce::LaunchSkinnyGemmSwiGlu(dw, ff, in, dx, n, dh2, false, nullptr).ok());
+      const auto h1 = Host(dh1, static_cast<size_t>(n) * ff);
+      const auto h2 = Host(dh2, static_cast<size_t>(n) * ff);
+      const auto gu = Host(dgu, static_cast<size_t>(n) * 2 * ff);
+      for (size_t i = 0; i < h1.size(); ++i) {
+        ASSERT_FALSE(std::isnan(__bfloat162float(h2[i]))) << "n " << n << " element " << i << " not written";
+        ASSERT_EQ(0, std::memcmp(&h1[i], &h2[i], sizeof(bf16))) << "n " << n << " element " << i;
+        // And the interleaved layout means what GateUpRow says: gate i and up i of token t.
+        const size_t t = i / ff, f = i % ff;
+        const float g = gu[t * 2 * ff + static_cast<size_t>(ce::GateUpRow(static_cast<int64_t>(f), false))];
+        const float u = gu[t * 2 * ff + static_cast<size_t>(ce::GateUpRow(static_cast<int64_t>(f), true))];
+        const float want = g / (1.f + std::exp(-g)) * u;
+        EXPECT_NEAR(__bfloat162float(h2[i]), want, 1e-2f * std::fabs(want) + 1e-3f)
+            << "n " << n << " element " << i;
+      }
+      cudaFree(dx);
+      cudaFree(dgu);
+      cudaFree(dh1);
+      cudaFree(dh2);
     }
-    cudaFree(dx);
-    cudaFree(dgu);
-    cudaFree(dh1);
-    cudaFree(dh2);
+    cudaFree(dw);
   }
-  cudaFree(dw);
 }
 
 // The GEMV's SwiGLU epilogue (one token) equals GEMV + the SwiGLU kernel bit for bit.
