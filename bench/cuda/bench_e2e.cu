@@ -20,7 +20,8 @@
 //   eager (no graph), nogemv (cuBLAS at B = 1 too), skinny (the skinny tensor-core GEMM + fused SwiGLU for
 //   2 <= B <= 64), fixed (the kernel's fixed default split), nopdl (no programmatic dependent launch),
 //   noattnpdl (the attention kernel without it), sepmerge (the split-KV merge as its own kernel), nofuse (at B = 1
-//   RMSNorm and RoPE + KV write as their own kernels instead of inside the q|k|v GEMV; fuseN: GemvFusion bits N),
+//   RMSNorm and RoPE + KV write as their own kernels instead of inside the q|k|v GEMV; fuse: inside it, whatever
+//   the model's size),
 //   det (batch_invariant mode: cuBLAS on 64-row blocks for every GEMM, attention split fixed at 512: the cost of
 //   determinism, issue #7; det+skinny: the skinny GEMM instead); s128 .. s8192: that fixed attention split.
 // --model FILE.gguf runs the same rows on a real model's weights (SmolLM2-135M-Instruct: its Q4_1 file dequantised
@@ -286,7 +287,7 @@ int main(int argc, char** argv) {
     else if (a == "--layers") layers = std::stoi(next());
     else if (a == "--model") model_path = next();
     else if (a == "--variants") {
-      for (const char* v : {"off/nopdl", "off/sepmerge+noattnpdl", "off/nofuse", "off/nogemv", "off/skinny", "off/det", "off/det+skinny"}) {
+      for (const char* v : {"off/nopdl", "off/sepmerge+noattnpdl", "off/nofuse", "off/fuse", "off/nogemv", "off/skinny", "off/det", "off/det+skinny"}) {
         modes.emplace_back(v);
       }
     } else if (a == "--json") json_path = next();
@@ -386,10 +387,8 @@ int main(int argc, char** argv) {
       tu.pdl = !has("nopdl");
       tu.attention_pdl = !has("noattnpdl");
       tu.fused_merge = !has("sepmerge");
-      if (has("nofuse")) tu.gemv_fusions = 0;
-      for (uint32_t m = 0; m < 4; ++m) {
-        if (has(("fuse" + std::to_string(m)).c_str())) tu.gemv_fusions = m;
-      }
+      if (has("nofuse")) tu.fused_qkv = fp::CudaEngineOptions::FusedQkv::kOff;
+      if (has("fuse")) tu.fused_qkv = fp::CudaEngineOptions::FusedQkv::kOn;
       tu.batch_invariant = has("det");
       if (has("det") && has("skinny")) tu.batch_invariant_gemm = fp::CudaEngineOptions::InvariantGemm::kSkinny;
       e.SetDecodeTuning(tu);
@@ -477,7 +476,11 @@ int main(int argc, char** argv) {
                                            (tu.skinny_max_batch ? "+skinny<=64" : "") + "+cublas") +
                  (tu.pdl ? (tu.attention_pdl ? "+pdl" : "+pdl(not attention)") : "") +
                  (tu.fused_merge ? "+fused-merge" : "+merge-kernel") +
-                 (B == 1 && gemv && !tu.batch_invariant ? "+gemv-fusions-" + std::to_string(tu.gemv_fusions) : "") +
+                 (B == 1 && gemv && !tu.batch_invariant
+                      ? std::string(tu.fused_qkv == fp::CudaEngineOptions::FusedQkv::kOn    ? "+fused-qkv"
+                                    : tu.fused_qkv == fp::CudaEngineOptions::FusedQkv::kOff ? "+separate-norm-rope"
+                                                                                            : "+fused-qkv-auto")
+                      : "") +
                  (split == 0 ? "+fixed-split" : split > 0 ? "+split-" + std::to_string(split) : "+split-per-step") +
                  ", " +
                  std::to_string(stats1.graph_captures - stats0.graph_captures) + " captures";

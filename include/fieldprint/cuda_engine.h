@@ -57,13 +57,14 @@ struct CudaEngineOptions {
   // (DecodeOptions::fused_merge; off: a merge kernel after it). Attention bits are the same either way.
   bool attention_pdl = true;
   bool fused_merge = true;
-  // At one token (the GEMV path), the kernels fused into the q|k|v GEMV (cuda_gemv.cu), GemvFusion bits; the output
-  // bits are the same with any set. kFuseRope: RoPE + KV write in its epilogue; kFuseNormQkv (with kFuseRope): the
-  // RMSNorm before it in its prologue. Measured (bench_e2e fuseN, Llama-3-8B shape, B = 1, H200, two rounds):
-  // none 4578/4559 us, RoPE 4575/4575, RoPE + norm 4551/4549. The same prologue in the gate|up GEMV (3584 blocks,
-  // each normalizing the row again) lost: 4613/4619 us; in the LM head too: 4604/4634.
-  enum GemvFusion : uint32_t { kFuseRope = 1, kFuseNormQkv = 2 };
-  uint32_t gemv_fusions = kFuseRope | kFuseNormQkv;
+  // At one token (the GEMV path), the RMSNorm before the q|k|v GEMV and RoPE + KV write after it run inside it
+  // (cuda_gemv.cu); the output bits are the same either way. kAuto fuses where the q|k|v matrix has at least one
+  // 8-row block per SM, where every block normalizing the row again is hidden by the others. Measured (bench_e2e
+  // fuse / nofuse, B = 1, H200, three rounds in one call): Llama-3-8B (768 blocks) 4542-4562 -> 4494-4516 us;
+  // SmolLM2 (120 blocks on 132 SMs) 650-658 -> 658-661 us. RoPE alone in the epilogue (the norm its own kernel) was
+  // slower on both (4592-4607, 689-697) and is not built.
+  enum class FusedQkv { kAuto, kOn, kOff };
+  FusedQkv fused_qkv = FusedQkv::kAuto;
   // Batch-invariant (deterministic) mode: every GEMM of every step runs one fixed configuration whatever the
   // token count (batch_invariant_gemm), and attention always runs the decode kernel (prefill chunks as
   // multi-query decode) with a fixed split size (split_tokens if >= 64, the kernel default for 0, 512 for -1).
@@ -158,7 +159,7 @@ class CudaLlama {
     bool decode_graphs = true;
     int32_t gemv_max_batch = 1, skinny_max_batch = 0, split_tokens = -1;
     bool pdl = true, batch_invariant = false, attention_pdl = true, fused_merge = true;
-    uint32_t gemv_fusions = CudaEngineOptions{}.gemv_fusions;
+    CudaEngineOptions::FusedQkv fused_qkv = CudaEngineOptions::FusedQkv::kAuto;
     CudaEngineOptions::InvariantGemm batch_invariant_gemm = CudaEngineOptions::InvariantGemm::kCublasPadded;
   };
   // Replaces those fields of options() (an invalid split_tokens or threshold is ignored, batch_invariant is

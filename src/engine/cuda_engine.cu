@@ -140,6 +140,7 @@ Status CudaLlama::Impl::Init(const ModelConfig& config, const CudaEngineOptions&
   FP_ALLOC(next, int32_t, t);
   FP_ALLOC(bounds, SampleBounds, t);
   FP_ALLOC(inv_freq, double, static_cast<size_t>(c.head_dim / 2));
+  FP_ALLOC(rope_cs, float2, t * static_cast<size_t>(c.head_dim / 2));
   FP_ALLOC(gamma, float, static_cast<size_t>(c.n_heads));
   std::vector<double> inv(static_cast<size_t>(c.head_dim / 2));
   for (size_t i = 0; i < inv.size(); ++i) {
@@ -182,15 +183,13 @@ bool CudaLlama::Impl::UseSkinny(int n) const {
   return n <= opt.skinny_max_batch;
 }
 
-uint32_t CudaLlama::Impl::GemvFusions(int n) const {
+bool CudaLlama::Impl::UseFusedQkv(int n) const {
   const bool gemv_path = n == 1 && !opt.batch_invariant && opt.gemv_max_batch >= 1 && !UseSkinny(n);
-  if (!gemv_path || c.head_dim % 8 != 0 ||
+  if (!gemv_path || opt.fused_qkv == CudaEngineOptions::FusedQkv::kOff || c.head_dim % 8 != 0 ||
       !ce::GemvNormSupported(c.d_model, ce::GemvNorm{x, out_norm, c.rms_eps})) {
-    return 0;
+    return false;
   }
-  uint32_t f = opt.gemv_fusions;
-  if ((f & CudaEngineOptions::kFuseRope) == 0) f &= ~uint32_t{CudaEngineOptions::kFuseNormQkv};
-  return f;
+  return opt.fused_qkv == CudaEngineOptions::FusedQkv::kOn || c.q_dim() + 2 * c.kv_dim() >= 8 * num_sms;
 }
 
 Status CudaLlama::Impl::Gemm(const bf16* w, int out, int in, const bf16* xin, int n, float* y, float beta) {
@@ -280,24 +279,21 @@ Status CudaLlama::Impl::EnqueueLayers(int n, const KvBatch& batch, AttentionPara
                                       const AttentionDecodePlan* dplan, std::span<const Reservation> res,
                                       AnchorSegment* capture) {
   const int d = c.d_model, qd = c.q_dim(), kvd = c.kv_dim(), ff = c.d_ff, hd = c.head_dim;
+  // The RoPE table first: the q|k|v GEMV reads it before its PDL wait, which needs a kernel with a wait between.
+  FP_RETURN_IF_ERROR(ce::LaunchRopeTable(positions, inv_freq, n, hd / 2, rope_cs, stream, pdl()));
   FP_RETURN_IF_ERROR(ce::LaunchEmbed(tokens, n, embd, d, x, stream, pdl()));
-  const uint32_t fused = GemvFusions(n);
+  const bool fused = UseFusedQkv(n);
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerDev& L = layers[static_cast<size_t>(l)];
     auto kp = cache->storage().LayerK(l);
     auto vp = cache->storage().LayerV(l);
     if (!kp.ok()) return kp.status();
     if (!vp.ok()) return vp.status();
-    ce::RopeWriteArgs ra{qkv, positions, inv_freq, slot_rows, q, static_cast<bf16*>(kp->data),
+    ce::RopeWriteArgs ra{qkv, rope_cs, slot_rows, q, static_cast<bf16*>(kp->data),
                          static_cast<bf16*>(vp->data), capture ? kcap : nullptr, capture ? vcap : nullptr,
                          n, c.n_heads, c.n_kv_heads, hd};
-    if ((fused & CudaEngineOptions::kFuseRope) != 0 && capture == nullptr) {
-      if ((fused & CudaEngineOptions::kFuseNormQkv) != 0) {
-        FP_RETURN_IF_ERROR(ce::LaunchGemvNormRopeBf16(L.wqkv, d, {x, L.attn_norm, c.rms_eps}, ra, stream, pdl()));
-      } else {
-        FP_RETURN_IF_ERROR(ce::LaunchRmsNorm(x, L.attn_norm, n, d, c.rms_eps, xn, stream, pdl()));
-        FP_RETURN_IF_ERROR(ce::LaunchGemvRopeBf16(L.wqkv, d, xn, ra, stream, pdl()));
-      }
+    if (fused && capture == nullptr) {
+      FP_RETURN_IF_ERROR(ce::LaunchGemvNormRopeBf16(L.wqkv, d, {x, L.attn_norm, c.rms_eps}, ra, stream, pdl()));
     } else {
       FP_RETURN_IF_ERROR(ce::LaunchRmsNorm(x, L.attn_norm, n, d, c.rms_eps, xn, stream, pdl()));
       FP_RETURN_IF_ERROR(Gemm(L.wqkv, qd + 2 * kvd, d, xn, n, qkv, 0.f));

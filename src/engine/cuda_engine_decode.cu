@@ -108,7 +108,7 @@ void CudaLlama::SetDecodeTuning(const DecodeTuning& t) {
   o.pdl = t.pdl;
   o.attention_pdl = t.attention_pdl;
   o.fused_merge = t.fused_merge;
-  o.gemv_fusions = t.gemv_fusions;
+  o.fused_qkv = t.fused_qkv;
   const bool skinny_ok = c.d_model % 32 == 0 && c.q_dim() % 32 == 0 && c.d_ff % 32 == 0;
   const bool padded_ok = impl_->T % Impl::kInvariantRows == 0;
   o.batch_invariant_gemm = t.batch_invariant_gemm;

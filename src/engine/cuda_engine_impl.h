@@ -72,6 +72,7 @@ struct CudaLlama::Impl {
   int32_t* next = nullptr;       // [T] argmax (or a chunk's picked ids for LaunchSampleBounds)
   SampleBounds* bounds = nullptr;  // [T] LaunchSampleBounds output
   double* inv_freq = nullptr;    // [hd / 2]
+  float2* rope_cs = nullptr;     // [T, hd / 2] (cos, sin) of the step's tokens' angles (LaunchRopeTable)
   float* gamma = nullptr;        // [Hq]
   bool gamma_nonzero = false;
   int32_t* meta = nullptr;  // [T + 1 | T | T * num_blocks]: q_indptr, kv_lens, block_table (block's end)
@@ -103,9 +104,9 @@ struct CudaLlama::Impl {
   bool attention_pdl() const { return pdl() && opt.attention_pdl; }
   // Whether a step of n tokens runs its GEMMs on the skinny GEMM (then gate|up fuses SwiGLU).
   bool UseSkinny(int n) const;
-  // The GemvFusion bits a step of n tokens runs with (CudaEngineOptions::gemv_fusions; 0 unless one token on the
-  // GEMV path and shapes the fused kernels take).
-  uint32_t GemvFusions(int n) const;
+  // Whether a step of n tokens runs the q|k|v GEMV with RMSNorm and RoPE + KV write fused
+  // (CudaEngineOptions::fused_qkv; only one token on the GEMV path, shapes the fused kernel takes).
+  bool UseFusedQkv(int n) const;
 
   // The decode split size of a step (CudaEngineOptions::split_tokens).
   int32_t DecodeSplit(const KvBatch& batch) const;

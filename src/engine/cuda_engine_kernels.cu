@@ -65,9 +65,23 @@ __global__ void RmsNormKernel(const float* x, const float* w, int d, float eps, 
   }
 }
 
-// One block per (token, head): blocks y < hq + hkv rotate that q or k head (one pair per thread, its own
-// angle), block y = hq + hkv copies the token's V row. Many small blocks instead of one block looping per token:
-// at B = 1 the loop's dependent loads made this a 10 us kernel (ncu, H200 base clocks) on the critical path.
+// One block per token: its hd / 2 angles. Once per step, so the 32 layers' RoPE read a table instead of each
+// evaluating double sincos again (which, in the q|k|v GEMV's epilogue, sat at the end of every block).
+__global__ void RopeTableKernel(const int32_t* positions, const double* inv_freq, int half, float2* cs) {
+  PdlWait();
+  PdlLaunchDependents();
+  const int t = static_cast<int>(blockIdx.x);
+  const double pos = static_cast<double>(positions[t]);
+  for (int i = static_cast<int>(threadIdx.x); i < half; i += static_cast<int>(blockDim.x)) {
+    double sd, cd;
+    sincos(pos * inv_freq[i], &sd, &cd);
+    cs[static_cast<int64_t>(t) * half + i] = make_float2(static_cast<float>(cd), static_cast<float>(sd));
+  }
+}
+
+// One block per (token, head): blocks y < hq + hkv rotate that q or k head (one pair per thread), block
+// y = hq + hkv copies the token's V row. Many small blocks instead of one block looping per token: at B = 1 the
+// loop's dependent loads made this a 10 us kernel (ncu, H200 base clocks) on the critical path.
 __global__ void RopeWriteKernel(RopeWriteArgs a) {
   PdlWait();
   PdlLaunchDependents();
@@ -77,10 +91,9 @@ __global__ void RopeWriteKernel(RopeWriteArgs a) {
   const float* row = a.qkv + static_cast<int64_t>(t) * (qd + 2 * kvd);
   const int64_t slot = a.slot_rows[t];
   if (head < a.hq + a.hkv) {
-    const double pos = static_cast<double>(a.positions[t]);
     for (int i = static_cast<int>(threadIdx.x); i < half; i += static_cast<int>(blockDim.x)) {
       const int e = head * a.hd + 2 * i;  // element index within q|k (heads are contiguous, hd even)
-      const __nv_bfloat162 r = RopeRotatePair(row[e], row[e + 1], pos, a.inv_freq[i]);
+      const __nv_bfloat162 r = RopeRotatePair(row[e], row[e + 1], a.cs[static_cast<int64_t>(t) * half + i]);
       const __nv_bfloat16 r0 = r.x, r1 = r.y;
       if (e < qd) {
         __nv_bfloat16* q = a.q_out + static_cast<int64_t>(t) * qd + e;
@@ -230,6 +243,14 @@ Status LaunchRmsNorm(const float* x, const float* w, int n, int d, float eps, __
   else if (per <= 4) e = go(RmsNormVecKernel<4>);
   else e = go(RmsNormVecKernel<8>);
   return LaunchStatus("rmsnorm", e);
+}
+
+Status LaunchRopeTable(const int32_t* positions, const double* inv_freq, int n, int half, float2* cs,
+                       cudaStream_t stream, bool pdl) {
+  if (n <= 0) return Status::Ok();
+  if (half <= 0) return InvalidArgument("cuda engine: rope table needs head_dim >= 2");
+  const cudaError_t e = LaunchKernel(pdl, RopeTableKernel, dim3(n), dim3(64), 0, stream, positions, inv_freq, half, cs);
+  return LaunchStatus("rope table", e);
 }
 
 Status LaunchRopeWriteKv(const RopeWriteArgs& a, cudaStream_t stream, bool pdl) {

@@ -2,10 +2,10 @@
 // everything that is not a GEMM (cuBLAS) or attention (attention_cuda.h). Launchers enqueue on `stream` and
 // check the launch; preconditions (token ids in range, slot rows in the pool) are the caller's, checked on
 // the host before upload. Activations: residual stream f32, GEMM inputs bf16, GEMM outputs f32. defines:
-// LaunchEmbed, LaunchRmsNorm, LaunchRopeWriteKv, GateUpRow, SwiGluBf16, LaunchSwiGlu, LaunchArgmax,
+// LaunchEmbed, LaunchRmsNorm, LaunchRopeTable, LaunchRopeWriteKv, GateUpRow, SwiGluBf16, LaunchSwiGlu, LaunchArgmax,
 //          LaunchArgmaxChecked, LaunchSampleBounds (cuda_sample_bounds.cu), LaunchRandomBf16,
 //          LaunchFillF32, LaunchF32ToBf16, GemvSupported, LaunchGemvBf16, LaunchGemvSwiGluBf16, GemvNorm,
-//          GemvNormSupported, LaunchGemvRopeBf16, LaunchGemvNormRopeBf16 (cuda_gemv.cu),
+//          GemvNormSupported, LaunchGemvNormRopeBf16 (cuda_gemv.cu),
 //          SkinnyGemmSupported, LaunchSkinnyGemm, LaunchSkinnyGemmSwiGlu (cuda_skinny_gemm.cu)
 // `pdl`: launch with programmatic dependent launch (cuda_pdl.cuh; the caller checks the device is sm_90+).
 #pragma once
@@ -28,16 +28,20 @@ Status LaunchEmbed(const int32_t* tokens, int n, const __nv_bfloat16* table, int
 Status LaunchRmsNorm(const float* x, const float* w, int n, int d, float eps, __nv_bfloat16* y,
                      cudaStream_t stream, bool pdl = false);
 
-// One launch per layer after the QKV GEMM: RoPE ("normal" mode: adjacent pairs (2i, 2i+1) rotate by
-// pos * inv_freq[i], angles in double like the CPU engine) on q and k, then
+// (cos, sin) of every token's RoPE angles, once per step: cs[t, i] = float(cos, sin of positions[t] * inv_freq[i])
+// computed in double like the CPU engine. positions: [n], inv_freq: [half] double, cs: [n, half] float2.
+Status LaunchRopeTable(const int32_t* positions, const double* inv_freq, int n, int half, float2* cs,
+                       cudaStream_t stream, bool pdl = false);
+
+// One launch per layer after the QKV GEMM: RoPE ("normal" mode: adjacent pairs (2i, 2i+1) rotate by the angle of
+// cs[t, i], LaunchRopeTable) on q and k, then
 //   q_out[t]                 = bf16(rope(q))                       [n, Hq, hd]
 //   k_pool[slot_rows[t]]     = bf16(rope(k)), v_pool[...] = bf16(v) [pool rows, Hkv, hd]
 //   k_cap[t], v_cap[t]       = same rows, when k_cap != null (anchor capture)  [n, Hkv, hd]
-// qkv: [n, Hq*hd + 2*Hkv*hd] f32 (q | k | v), positions: [n], inv_freq: [hd/2] double, slot_rows: [n].
+// qkv: [n, Hq*hd + 2*Hkv*hd] f32 (q | k | v), cs: [n, hd/2] float2, slot_rows: [n].
 struct RopeWriteArgs {
   const float* qkv;
-  const int32_t* positions;
-  const double* inv_freq;
+  const float2* cs;
   const int64_t* slot_rows;
   __nv_bfloat16* q_out;
   __nv_bfloat16* k_pool;
@@ -105,13 +109,10 @@ struct GemvNorm {
   float eps;
 };
 bool GemvNormSupported(int in, const GemvNorm& norm);
-// LaunchGemvBf16 on the q|k|v matrix [(hq + 2 hkv) hd, in] + LaunchRopeWriteKv, bit-identical, for one token
-// (rope.n == 1, head_dim % 8 == 0, no anchor capture; rope.qkv is not read). x: [in] bf16.
-Status LaunchGemvRopeBf16(const __nv_bfloat16* w_qkv, int in, const __nv_bfloat16* x, const RopeWriteArgs& rope,
-                          cudaStream_t stream, bool pdl = false);
 // LaunchRmsNorm + LaunchGemvBf16 on the q|k|v matrix [(hq + 2 hkv) hd, in] + LaunchRopeWriteKv, bit-identical,
 // for one token (rope.n == 1, head_dim % 8 == 0, no anchor capture: rope.k_cap == rope.v_cap == null; rope.qkv
-// is not read: the rows come from the GEMV's accumulators, and no f32 q|k|v row is written).
+// is not read: the rows come from the GEMV's accumulators, and no f32 q|k|v row is written). With pdl, rope.cs and
+// rope.slot_rows are read before the wait: they must not come from the kernel just before (cuda_pdl.cuh).
 Status LaunchGemvNormRopeBf16(const __nv_bfloat16* w_qkv, int in, const GemvNorm& norm, const RopeWriteArgs& rope,
                               cudaStream_t stream, bool pdl = false);
 

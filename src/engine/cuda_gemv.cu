@@ -9,10 +9,10 @@
 // At n = 1 the q|k|v GEMV can also take its neighbours: the RMSNorm before it (each block normalizes the f32
 // residual row into shared memory: 16 KiB of L2 reads next to the block's 64 KiB of weights) and RoPE + KV write
 // after it (a block's 8 rows are 4 whole rotation pairs): two kernels fewer per layer on the critical path of a
-// B = 1 step (CudaEngineOptions::gemv_fusions has the measurements). Fused and separate paths share their arithmetic
+// B = 1 step (CudaEngineOptions::fused_qkv has the measurements). Fused and separate paths share their arithmetic
 // (cuda_row_ops.cuh), so the bits are the same.
-// defines: GemvSupported, LaunchGemvBf16, LaunchGemvSwiGluBf16, GemvNormSupported, LaunchGemvRopeBf16,
-//          LaunchGemvNormRopeBf16 (declared in cuda_engine_kernels.h)
+// defines: GemvSupported, LaunchGemvBf16, LaunchGemvSwiGluBf16, GemvNormSupported, LaunchGemvNormRopeBf16
+//          (declared in cuda_engine_kernels.h)
 #include <cuda_bf16.h>
 
 #include <cstdint>
@@ -92,6 +92,19 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, kU * R > 8 ? 1 : 2) GemvK
     }
   };
   load(lane);  // before the wait: weights never depend on the previous kernel (PDL)
+  // kRope: the 4 epilogue threads fetch their pair's (cos, sin) and the token's slot row before the wait too, so no
+  // dependent load sits between the reduction and the stores. Both are safe to read early: the slot rows are the
+  // step's upload (copied before its first kernel) and the RoPE table comes from a kernel at least two launches
+  // back (a PDL kernel's early part runs only once its predecessor has passed its own wait).
+  float2 rope_cs = make_float2(0.f, 0.f);
+  int64_t rope_slot = 0;
+  if constexpr (OUT == GemvOut::kRope) {
+    if (threadIdx.x < 4) {
+      const int e = 8 * static_cast<int>(blockIdx.x) + 2 * static_cast<int>(threadIdx.x);
+      rope_slot = a.rope.slot_rows[0];
+      if (e < (a.rope.hq + a.rope.hkv) * a.rope.hd) rope_cs = a.rope.cs[(e % a.rope.hd) / 2];
+    }
+  }
   PdlWait();
   PdlLaunchDependents();
   if constexpr (IN == GemvIn::kNormF32) {
@@ -153,11 +166,10 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, kU * R > 8 ? 1 : 2) GemvK
       const RopeWriteArgs& r = a.rope;
       const int qd = r.hq * r.hd, kvd = r.hkv * r.hd;
       const int e = 8 * static_cast<int>(blockIdx.x) + 2 * p;
-      const int64_t slot = r.slot_rows[0];
+      const int64_t slot = rope_slot;
       __nv_bfloat162 pair;
       if (e < qd + kvd) {
-        pair = RopeRotatePair(tile[2 * p], tile[2 * p + 1], static_cast<double>(r.positions[0]),
-                              r.inv_freq[(e % r.hd) / 2]);
+        pair = RopeRotatePair(tile[2 * p], tile[2 * p + 1], rope_cs);
       } else {
         pair = __halves2bfloat162(__float2bfloat16(tile[2 * p]), __float2bfloat16(tile[2 * p + 1]));
       }
@@ -247,21 +259,6 @@ Status LaunchGemvSwiGluBf16(const __nv_bfloat16* w_gate_up, int ff, int in, cons
   GemvArgs a{};
   a.w = w_gate_up, a.out = 2 * ff, a.in = in, a.x = x, a.n = 1, a.h = h;
   return Launch<1, 1, 4, GemvIn::kBf16, 0, GemvOut::kSwiGlu>(a, static_cast<unsigned>(ff / 4), stream, pdl);
-}
-
-Status LaunchGemvRopeBf16(const __nv_bfloat16* w_qkv, int in, const __nv_bfloat16* x, const RopeWriteArgs& rope,
-                          cudaStream_t stream, bool pdl) {
-  const int out = (rope.hq + 2 * rope.hkv) * rope.hd;
-  if (rope.n != 1 || rope.hd <= 0 || rope.hd % 8 != 0 || rope.hq <= 0 || rope.hkv <= 0 ||
-      rope.k_cap != nullptr || rope.v_cap != nullptr || !GemvSupported(out, in, w_qkv, x, 1)) {
-    return InvalidArgument("gemv rope: unsupported shape (one token, head_dim " + std::to_string(rope.hd) +
-                           " a multiple of 8, in " + std::to_string(in) +
-                           " a multiple of 8, no anchor capture) or unaligned operands");
-  }
-  GemvArgs a{};
-  a.w = w_qkv, a.out = out, a.in = in, a.x = x, a.n = 1;
-  a.rope = rope;
-  return Launch<1, 1, 4, GemvIn::kBf16, 0, GemvOut::kRope>(a, static_cast<unsigned>(out / 8), stream, pdl);
 }
 
 Status LaunchGemvNormRopeBf16(const __nv_bfloat16* w_qkv, int in, const GemvNorm& norm, const RopeWriteArgs& rope,

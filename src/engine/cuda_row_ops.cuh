@@ -48,12 +48,11 @@ __device__ __forceinline__ void RmsNormRowVec(const float* x, const float* w, in
   }
 }
 
-// RoPE "normal" mode on one adjacent pair (x0, x1) of a q or k head: rotation by pos * inv_freq, the angle in
-// double like the CPU engine, the products rounded one by one (no contraction that could differ by call site).
-__device__ __forceinline__ __nv_bfloat162 RopeRotatePair(float x0, float x1, double pos, double inv_freq) {
-  double sd, cd;
-  sincos(pos * inv_freq, &sd, &cd);
-  const float c = static_cast<float>(cd), s = static_cast<float>(sd);
+// RoPE "normal" mode on one adjacent pair (x0, x1) of a q or k head, rotated by the angle whose (cos, sin) is cs
+// (the step's table, RopeTableKernel: angles in double like the CPU engine); the products rounded one by one (no
+// contraction that could differ by call site).
+__device__ __forceinline__ __nv_bfloat162 RopeRotatePair(float x0, float x1, float2 cs) {
+  const float c = cs.x, s = cs.y;
   return __halves2bfloat162(__float2bfloat16(__fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s))),
                             __float2bfloat16(__fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c))));
 }

@@ -126,14 +126,14 @@ TEST(CudaEngineGraph, GemmKernelsAgreeAndPdlAndFusionKeepBits) {
     // The same step through cuBLAS (reference), the GEMV and the skinny tensor-core GEMM (+ fused SwiGLU).
     // pdl also chooses the attention's launch: with PDL (early KV prefetch, fused merge) or without it (the split
     // merge as its own kernel).
-    // fused: at B = 1, RMSNorm, SwiGLU and RoPE + KV write inside the GEMVs (off: their own kernels).
+    // fused: at B = 1, RMSNorm and RoPE + KV write inside the q|k|v GEMV (off: their own kernels).
     auto step = [&](int32_t gemv, int32_t skinny, bool pdl, std::vector<float>* out, bool fused = true) {
       CudaLlama::DecodeTuning tu;
       tu.gemv_max_batch = gemv;
       tu.skinny_max_batch = skinny;
       tu.pdl = pdl;
       tu.fused_merge = pdl;
-      tu.gemv_fusions = fused ? CudaEngineOptions{}.gemv_fusions : 0;
+      tu.fused_qkv = fused ? CudaEngineOptions::FusedQkv::kOn : CudaEngineOptions::FusedQkv::kOff;
       g->SetDecodeTuning(tu);
       ASSERT_TRUE(g->DecodeLogits(seqs, t, out).ok());
       for (SeqId s : seqs) ASSERT_TRUE(g->Truncate(s, *g->Length(s) - 1).ok());

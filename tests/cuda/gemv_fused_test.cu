@@ -75,7 +75,7 @@ struct NormRow {
   }
 };
 
-// The q|k|v GEMV with RoPE + KV write fused (with and without the RMSNorm before it): the same q row, and the same bytes in the whole K and V
+// The q|k|v GEMV with the RMSNorm before it and RoPE + KV write after it fused: the same q row, and the same bytes in the whole K and V
 // pools (the token's slot written, every other row untouched), as RMSNorm + GEMV + RopeWriteKv.
 TEST(GemvFused, NormRopeMatchesRmsNormGemvRopeWrite) {
   SKIP_WITHOUT_GPU();
@@ -95,16 +95,26 @@ TEST(GemvFused, NormRopeMatchesRmsNormGemvRopeWrite) {
     const DeviceBuffer d_pos = Upload(std::vector<int32_t>{position});
     const DeviceBuffer d_slot = Upload(std::vector<int64_t>{slot});
     const DeviceBuffer d_freq = Upload(inv_freq);
+    DeviceBuffer d_cs = Upload(std::vector<float>(inv_freq.size() * 2, std::nanf("")));
+    ASSERT_TRUE(ce::LaunchRopeTable(static_cast<const int32_t*>(d_pos.get()), static_cast<const double*>(d_freq.get()),
+                                    1, s.hd / 2, static_cast<float2*>(d_cs.get()), nullptr)
+                    .ok());
+    // The table is the angles' (cos, sin) in double, rounded to float.
+    const auto cs = DownloadBytes<float>(d_cs.get(), inv_freq.size() * 2);
+    for (size_t i = 0; i < inv_freq.size(); ++i) {
+      const double angle = double(position) * inv_freq[i];
+      ASSERT_EQ(cs[2 * i], static_cast<float>(std::cos(angle))) << "cos, pair " << i;
+      ASSERT_EQ(cs[2 * i + 1], static_cast<float>(std::sin(angle))) << "sin, pair " << i;
+    }
     const std::vector<bf16> q_poison(static_cast<size_t>(qd), Bf16Nan());
     const auto pool0 = RandomBf16(rng, static_cast<size_t>(pool_rows) * kvd, 1.f);  // other rows must survive
     struct Out {
       DeviceBuffer q, k, v;
     };
-    Out ref{Upload(q_poison), Upload(pool0), Upload(pool0)}, fused{Upload(q_poison), Upload(pool0), Upload(pool0)},
-        rope_only{Upload(q_poison), Upload(pool0), Upload(pool0)};
+    Out ref{Upload(q_poison), Upload(pool0), Upload(pool0)}, fused{Upload(q_poison), Upload(pool0), Upload(pool0)};
     auto args = [&](Out& o, const float* qkv) {
-      return ce::RopeWriteArgs{qkv, static_cast<const int32_t*>(d_pos.get()), static_cast<const double*>(d_freq.get()),
-                               static_cast<const int64_t*>(d_slot.get()), static_cast<bf16*>(o.q.get()),
+      return ce::RopeWriteArgs{qkv, static_cast<const float2*>(d_cs.get()), static_cast<const int64_t*>(d_slot.get()),
+                               static_cast<bf16*>(o.q.get()),
                                static_cast<bf16*>(o.k.get()), static_cast<bf16*>(o.v.get()), nullptr, nullptr,
                                1, s.hq, s.hkv, s.hd};
     };
@@ -116,23 +126,18 @@ TEST(GemvFused, NormRopeMatchesRmsNormGemvRopeWrite) {
                     .ok());
     ASSERT_TRUE(ce::LaunchRopeWriteKv(args(ref, static_cast<const float*>(qkv.get())), nullptr).ok());
     ASSERT_TRUE(ce::LaunchGemvNormRopeBf16(dw, s.in, row.view(eps), args(fused, nullptr), nullptr).ok());
-    ASSERT_TRUE(ce::LaunchGemvRopeBf16(dw, s.in, static_cast<const bf16*>(xn.get()), args(rope_only, nullptr), nullptr)
-                    .ok());
     const size_t pool = pool0.size();
     const auto q_ref = DownloadBytes<bf16>(ref.q.get(), static_cast<size_t>(qd));
     const auto k_ref = DownloadBytes<bf16>(ref.k.get(), pool), v_ref = DownloadBytes<bf16>(ref.v.get(), pool);
-    for (Out* o : {&fused, &rope_only}) {
-      const char* what = o == &fused ? "norm + rope" : "rope";
-      const auto q = DownloadBytes<bf16>(o->q.get(), static_cast<size_t>(qd));
-      for (const bf16 v : q) ASSERT_FALSE(std::isnan(__bfloat162float(v))) << what << ", hq " << s.hq;
-      ExpectSameBits(q_ref, q, what);
-      const auto k = DownloadBytes<bf16>(o->k.get(), pool), v = DownloadBytes<bf16>(o->v.get(), pool);
-      ExpectSameBits(k_ref, k, what);
-      ExpectSameBits(v_ref, v, what);
-      EXPECT_NE(0, std::memcmp(&k[static_cast<size_t>(slot) * kvd], &pool0[static_cast<size_t>(slot) * kvd],
-                               static_cast<size_t>(kvd) * sizeof(bf16)))
-          << what << ": the slot row was not written";
-    }
+    const auto q = DownloadBytes<bf16>(fused.q.get(), static_cast<size_t>(qd));
+    for (const bf16 v : q) ASSERT_FALSE(std::isnan(__bfloat162float(v))) << "hq " << s.hq;
+    ExpectSameBits(q_ref, q, "q");
+    const auto k = DownloadBytes<bf16>(fused.k.get(), pool), v = DownloadBytes<bf16>(fused.v.get(), pool);
+    ExpectSameBits(k_ref, k, "k pool");
+    ExpectSameBits(v_ref, v, "v pool");
+    EXPECT_NE(0, std::memcmp(&k[static_cast<size_t>(slot) * kvd], &pool0[static_cast<size_t>(slot) * kvd],
+                             static_cast<size_t>(kvd) * sizeof(bf16)))
+        << "the slot row was not written";
   }
 }
 
@@ -159,7 +164,6 @@ TEST(GemvFused, RejectsBadShapes) {
   EXPECT_FALSE(ce::LaunchGemvNormRopeBf16(dw, 64, norm, rope, nullptr).ok());
   rope.n = 1, rope.k_cap = reinterpret_cast<bf16*>(dy);  // no anchor capture
   EXPECT_FALSE(ce::LaunchGemvNormRopeBf16(dw, 64, norm, rope, nullptr).ok());
-  EXPECT_FALSE(ce::LaunchGemvRopeBf16(dw, 64, reinterpret_cast<const bf16*>(norm.x), rope, nullptr).ok());
 }
 
 }  // namespace
