@@ -21,20 +21,31 @@ namespace {
 
 bool Aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; }
 
+// kernel<<<grid, threads, smem>>>(args) with the opt-in above 48 KiB of dynamic shared memory, once per kernel
+// (thread-safe static init in each caller's instantiation).
+template <typename Kernel>
+Status LaunchWithSmem(Kernel kernel, cudaError_t attr_err, const prefill::PrefillArgs& args, dim3 grid, int threads,
+                      size_t smem, cudaStream_t stream) {
+  if (attr_err != cudaSuccess) {
+    return Internal(std::string("prefill: cudaFuncSetAttribute failed: ") + cudaGetErrorString(attr_err));
+  }
+  kernel<<<grid, threads, smem, stream>>>(args);
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) return Internal(std::string("prefill: launch failed: ") + cudaGetErrorString(err));
+  return Status::Ok();
+}
+
+template <typename Tile, typename Kernel>
+cudaError_t AllowSmem(Kernel kernel) {
+  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(Tile::kSmemBytes));
+}
+
 template <typename T, int D, int W, int MT, int BN>
 Status Launch(const prefill::PrefillArgs& args, dim3 grid, cudaStream_t stream) {
   using Tile = prefill::PrefillTile<D, W, MT, BN>;
   auto* kernel = prefill::PrefillKernel<T, D, W, MT, BN>;
-  // Above 48 KiB of dynamic shared memory needs an opt-in, once per instantiation (thread-safe static init).
-  static const cudaError_t attr_err =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(Tile::kSmemBytes));
-  if (attr_err != cudaSuccess) {
-    return Internal(std::string("prefill: cudaFuncSetAttribute failed: ") + cudaGetErrorString(attr_err));
-  }
-  kernel<<<grid, Tile::kThreads, Tile::kSmemBytes, stream>>>(args);
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) return Internal(std::string("prefill: launch failed: ") + cudaGetErrorString(err));
-  return Status::Ok();
+  static const cudaError_t attr_err = AllowSmem<Tile>(kernel);
+  return LaunchWithSmem(kernel, attr_err, args, grid, Tile::kThreads, Tile::kSmemBytes, stream);
 }
 
 template <typename T>
@@ -51,30 +62,16 @@ template <int BN, int STAGES, bool PP>
 Status LaunchHopper(const prefill::PrefillArgs& args, dim3 grid, cudaStream_t stream) {
   using Tile = prefill::PrefillHopperTile<BN, STAGES>;
   auto* kernel = prefill::PrefillHopperKernel<BN, STAGES, PP>;
-  static const cudaError_t attr_err =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(Tile::kSmemBytes));
-  if (attr_err != cudaSuccess) {
-    return Internal(std::string("prefill: cudaFuncSetAttribute failed: ") + cudaGetErrorString(attr_err));
-  }
-  kernel<<<grid, Tile::kThreads, Tile::kSmemBytes, stream>>>(args);
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) return Internal(std::string("prefill: launch failed: ") + cudaGetErrorString(err));
-  return Status::Ok();
+  static const cudaError_t attr_err = AllowSmem<Tile>(kernel);
+  return LaunchWithSmem(kernel, attr_err, args, grid, Tile::kThreads, Tile::kSmemBytes, stream);
 }
 
 template <int STAGES>
 Status LaunchHopperWs(const prefill::PrefillArgs& args, dim3 grid, cudaStream_t stream) {
   using Tile = prefill::PrefillHopperWsTile<STAGES>;
   auto* kernel = prefill::PrefillHopperWsKernel<STAGES>;
-  static const cudaError_t attr_err =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(Tile::kSmemBytes));
-  if (attr_err != cudaSuccess) {
-    return Internal(std::string("prefill: cudaFuncSetAttribute failed: ") + cudaGetErrorString(attr_err));
-  }
-  kernel<<<grid, Tile::kThreads, Tile::kSmemBytes, stream>>>(args);
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) return Internal(std::string("prefill: launch failed: ") + cudaGetErrorString(err));
-  return Status::Ok();
+  static const cudaError_t attr_err = AllowSmem<Tile>(kernel);
+  return LaunchWithSmem(kernel, attr_err, args, grid, Tile::kThreads, Tile::kSmemBytes, stream);
 }
 
 // The Hopper kernel runs only where its sm_90a code exists: a compute capability 9.0 device, and a binary built

@@ -66,22 +66,11 @@ __global__ void __launch_bounds__(384, 1) PrefillHopperWsKernel(const __grid_con
   uint64_t* v_full = k_empty + STAGES;                                      // [STAGES]
   uint64_t* v_empty = v_full + STAGES;                                      // [STAGES]
 
-  const int Hkv = a.num_kv_heads, G = a.group, Hq = Hkv * G;
-  const int s = static_cast<int>(blockIdx.x) / Hkv, hk = static_cast<int>(blockIdx.x) % Hkv;
-  const int tile = static_cast<int>(gridDim.y - 1 - blockIdx.y);  // heaviest causal tiles start first
-  const int q0 = a.q_indptr[s], nq = a.q_indptr[s + 1] - q0;
-  const int rows_total = nq * G, m0 = tile * BM;
-  if (m0 >= rows_total) return;  // uniform over the CTA, before any barrier
-  const int kv_len = a.kv_lens[s], A = a.anchor_len;
-  const int tok_lo = m0 / G, tok_hi = min(m0 + BM - 1, rows_total - 1) / G;
-  const int diag = kv_len - nq;  // query token j sits at paged position diag + j
-
-  const int nA = (A + BN - 1) / BN;
-  const int paged_end = a.causal ? min(kv_len, diag + tok_hi + 1) : kv_len;
-  const int nP = paged_end > 0 ? (paged_end + BN - 1) / BN : 0;
-  const int free_end = a.causal ? min(kv_len, diag + tok_lo + 1) : kv_len;
-  const int nP_free = free_end > 0 ? free_end / BN : 0;
-  const int n_tiles = nA + nP;
+  const CtaWork w = CtaWorkOf<BM, BN>(a);
+  if (w.empty) return;  // uniform over the CTA, before any barrier
+  const int Hkv = a.num_kv_heads, G = a.group, Hq = Hkv * G, A = a.anchor_len;
+  const int s = w.s, hk = w.hk, q0 = w.q0, nq = w.nq, m0 = w.m0, kv_len = w.kv_len;
+  const int diag = w.diag, nA = w.n_anchor, nP_free = w.n_free, n_tiles = w.n_tiles;
 
   const int tid = static_cast<int>(threadIdx.x), wg = tid / 128, warp = (tid % 128) / 32, lane = tid % 32;
   if (tid == 0) {
@@ -307,20 +296,8 @@ __global__ void __launch_bounds__(384, 1) PrefillHopperWsKernel(const __grid_con
 
     // Epilogue: finish the row sums, normalise, stage this consumer's 64 rows in its own rows of sQ (only its own
     // wgmma read them, and those completed), write 16-byte chunks.
-    T* o = static_cast<T*>(a.o);
     float inv[2];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      float l = l_run[h];
-      l += __shfl_xor_sync(0xffffffffu, l, 1);
-      l += __shfl_xor_sync(0xffffffffu, l, 2);
-      inv[h] = l > 0.f ? 1.f / l : 0.f;
-      const int pr = packed_row(h);
-      if (a.lse != nullptr && t4 == 0 && pr < rows_total) {
-        const int64_t idx = static_cast<int64_t>(q0 + pr / G) * Hq + hk * G + pr % G;
-        a.lse[idx] = l > 0.f ? (m_run[h] + __log2f(l)) * 0.6931471805599453f : kNegInf;
-      }
-    }
+    FinishWarpgroupRows(a, w, wg_row0, warp, lane, l_run, m_run, inv);
 #pragma unroll
     for (int i = 0; i < 16; ++i) {
 #pragma unroll
@@ -330,17 +307,7 @@ __global__ void __launch_bounds__(384, 1) PrefillHopperWsKernel(const __grid_con
         *reinterpret_cast<uint32_t*>(sQ + SwizzleOffset128<BM>(r, i) + 2 * t4) = v;
       }
     }
-    asm volatile("bar.sync %0, 128;\n" ::"r"(1 + c) : "memory");  // this consumer's 64 rows are staged
-    const int ctid = tid % 128;
-#pragma unroll
-    for (int i = 0; i < 64 * CPR / 128; ++i) {
-      const int cc = ctid + 128 * i, r = wg_row0 + cc / CPR, ch = cc % CPR;
-      const int pr = m0 + r;
-      if (pr < rows_total) {
-        const int64_t idx = (static_cast<int64_t>(q0 + pr / G) * Hq + hk * G + pr % G) * D + ch * 8;
-        *reinterpret_cast<uint4*>(o + idx) = *reinterpret_cast<const uint4*>(sQ + SwizzleOffset128<BM>(r, ch));
-      }
-    }
+    StoreWarpgroupRows<BM>(a, w, sQ, wg_row0, 1 + c, tid % 128);  // bar 1 + c: this consumer's 64 rows staged
   }
 #else
   (void)a;

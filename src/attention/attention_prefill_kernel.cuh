@@ -12,7 +12,7 @@
 // computed; each tile row resolves its own page id, so any page size works (no page-aligned tiles needed).
 // Determinism: no atomics, a fixed KV order per row and masked keys contribute exact zeros, so a row's result
 // does not depend on which other rows share its tile (batch-invariant) and reruns are bit-identical.
-// defines: PrefillArgs, PrefillTile, PrefillKernel, FastExp2
+// defines: PrefillArgs, CtaWork, CtaWorkOf, PrefillTile, PrefillKernel, FastExp2
 #pragma once
 
 #include <cuda_runtime.h>
@@ -45,6 +45,39 @@ struct PrefillArgs {
   float scale_log2;     // scale * log2(e)
   bool causal;
 };
+
+// One CTA's share of the grid (x: sequence x kv head; y: query tile, run backwards so the heaviest causal tiles
+// start first) and its KV tile schedule: tiles [0, n_anchor) of the anchor, then paged tiles [0, n_paged) up to the
+// last one any of its rows can see; paged tiles [0, n_free) are visible to every row and inside kv_len (no mask).
+// Query token j of sequence s sits at paged position diag + j. empty: no rows (the CTA returns before any barrier).
+struct CtaWork {
+  int s, hk, q0, nq, rows_total, m0, kv_len, diag, n_anchor, n_paged, n_free, n_tiles;
+  bool empty;
+};
+
+template <int BM, int BN>
+__device__ __forceinline__ CtaWork CtaWorkOf(const PrefillArgs& a) {
+  CtaWork w{};
+  const int Hkv = a.num_kv_heads, G = a.group;
+  w.s = static_cast<int>(blockIdx.x) / Hkv;
+  w.hk = static_cast<int>(blockIdx.x) % Hkv;
+  w.q0 = a.q_indptr[w.s];
+  w.nq = a.q_indptr[w.s + 1] - w.q0;
+  w.rows_total = w.nq * G;
+  w.m0 = static_cast<int>(gridDim.y - 1 - blockIdx.y) * BM;
+  w.empty = w.m0 >= w.rows_total;
+  if (w.empty) return w;
+  w.kv_len = a.kv_lens[w.s];
+  w.diag = w.kv_len - w.nq;
+  const int tok_lo = w.m0 / G, tok_hi = min(w.m0 + BM - 1, w.rows_total - 1) / G;
+  w.n_anchor = (a.anchor_len + BN - 1) / BN;
+  const int paged_end = a.causal ? min(w.kv_len, w.diag + tok_hi + 1) : w.kv_len;
+  w.n_paged = paged_end > 0 ? (paged_end + BN - 1) / BN : 0;
+  const int free_end = a.causal ? min(w.kv_len, w.diag + tok_lo + 1) : w.kv_len;
+  w.n_free = free_end > 0 ? free_end / BN : 0;
+  w.n_tiles = w.n_anchor + w.n_paged;
+  return w;
+}
 
 template <int D, int W, int MT, int BN>
 struct PrefillTile {
@@ -80,24 +113,11 @@ __global__ void __launch_bounds__(32 * W) PrefillKernel(const __grid_constant__ 
   T* sV = sK + 2 * BN * D;                 // [2][BN, D]
   int* sPages = reinterpret_cast<int*>(sV + 2 * BN * D);  // [2][BN] page id of each row of the next tiles
 
-  const int Hkv = a.num_kv_heads, G = a.group, Hq = Hkv * G;
-  const int s = static_cast<int>(blockIdx.x) / Hkv, hk = static_cast<int>(blockIdx.x) % Hkv;
-  const int tile = static_cast<int>(gridDim.y - 1 - blockIdx.y);  // heaviest causal tiles start first
-  const int q0 = a.q_indptr[s], nq = a.q_indptr[s + 1] - q0;
-  const int rows_total = nq * G, m0 = tile * BM;
-  if (m0 >= rows_total) return;
-  const int kv_len = a.kv_lens[s], A = a.anchor_len;
-  const int tok_lo = m0 / G, tok_hi = min(m0 + BM - 1, rows_total - 1) / G;
-  const int diag = kv_len - nq;  // query token j sits at paged position diag + j
-
-  // Tile schedule: [0, nA) anchor tiles, then paged tiles up to the last one any row of this CTA can see.
-  const int nA = (A + BN - 1) / BN;
-  const int paged_end = a.causal ? min(kv_len, diag + tok_hi + 1) : kv_len;
-  const int nP = paged_end > 0 ? (paged_end + BN - 1) / BN : 0;
-  // Paged tiles [0, nP_free) are visible to every row of the CTA and fully inside kv_len: no mask.
-  const int free_end = a.causal ? min(kv_len, diag + tok_lo + 1) : kv_len;
-  const int nP_free = free_end > 0 ? free_end / BN : 0;
-  const int n_tiles = nA + nP;
+  const CtaWork w = CtaWorkOf<BM, BN>(a);
+  if (w.empty) return;  // uniform over the CTA, before any barrier
+  const int Hkv = a.num_kv_heads, G = a.group, Hq = Hkv * G, A = a.anchor_len;
+  const int s = w.s, hk = w.hk, q0 = w.q0, nq = w.nq, rows_total = w.rows_total, m0 = w.m0, kv_len = w.kv_len;
+  const int diag = w.diag, nA = w.n_anchor, nP_free = w.n_free, n_tiles = w.n_tiles;
 
   const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32;
   const int ld_row = tid / CPR, ld_chunk = tid % CPR;

@@ -11,12 +11,17 @@
 // Also the mbarrier primitives of the warp-specialized kernel (attention_prefill_hopper_ws.cuh).
 // defines: FP_PREFILL_SM90A, SwizzleOffset128, SmemDesc128, WgmmaFence, WgmmaCommit, WgmmaWait, FenceOperand,
 //          FenceProxyAsync, WgmmaSS64, WgmmaSS128, WgmmaRS64, WgmmaRS128, MbarInit, MbarArrive, MbarWait,
+//          FP_WGMMA_ACC32 / FP_WGMMA_ACC64, FinishWarpgroupRows, StoreWarpgroupRows,
 //          CpAsyncMbarArrive
 #pragma once
 
 #include <cuda_runtime.h>
 
+#include <cuda_bf16.h>
+
 #include <cstdint>
+
+#include "attention/attention_prefill_kernel.cuh"
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ == 900 && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define FP_PREFILL_SM90A 1
@@ -25,6 +30,16 @@
 #endif
 
 namespace fp::prefill {
+
+// The "+f" operand lists of 16 x 4 and 8 x 4 accumulator fragments (operands %0 .. %63 / %0 .. %31).
+#define FP_WGMMA_ACC_ROW(d, i) "+f"(d[i][0]), "+f"(d[i][1]), "+f"(d[i][2]), "+f"(d[i][3])
+#define FP_WGMMA_ACC32(d)                                                                                  \
+  FP_WGMMA_ACC_ROW(d, 0), FP_WGMMA_ACC_ROW(d, 1), FP_WGMMA_ACC_ROW(d, 2), FP_WGMMA_ACC_ROW(d, 3),         \
+      FP_WGMMA_ACC_ROW(d, 4), FP_WGMMA_ACC_ROW(d, 5), FP_WGMMA_ACC_ROW(d, 6), FP_WGMMA_ACC_ROW(d, 7)
+#define FP_WGMMA_ACC64(d)                                                                                  \
+  FP_WGMMA_ACC32(d), FP_WGMMA_ACC_ROW(d, 8), FP_WGMMA_ACC_ROW(d, 9), FP_WGMMA_ACC_ROW(d, 10),               \
+      FP_WGMMA_ACC_ROW(d, 11), FP_WGMMA_ACC_ROW(d, 12), FP_WGMMA_ACC_ROW(d, 13), FP_WGMMA_ACC_ROW(d, 14),    \
+      FP_WGMMA_ACC_ROW(d, 15)
 
 // Element offset of (row, 16-byte chunk c in [0, D/8)) in a [D/64][R][64] tile with 128-byte swizzle.
 template <int R>
@@ -85,12 +100,7 @@ __device__ __forceinline__ void WgmmaSS64(float (&d)[8][4], uint64_t desc_a, uin
       "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
       "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
       "}, %32, %33, p, 1, 1, 0, 0;\n}\n"
-      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
-        "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
-        "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]),
-        "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
-        "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]),
-        "+f"(d[7][2]), "+f"(d[7][3])
+      : FP_WGMMA_ACC32(d)
       : "l"(desc_a), "l"(desc_b), "r"(accumulate));
 }
 
@@ -104,17 +114,7 @@ __device__ __forceinline__ void WgmmaSS128(float (&d)[16][4], uint64_t desc_a, u
       "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
       "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
       "}, %64, %65, p, 1, 1, 0, 0;\n}\n"
-      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
-        "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
-        "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]),
-        "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
-        "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]),
-        "+f"(d[7][2]), "+f"(d[7][3]), "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]),
-        "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]), "+f"(d[10][0]), "+f"(d[10][1]),
-        "+f"(d[10][2]), "+f"(d[10][3]), "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]),
-        "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]), "+f"(d[13][0]), "+f"(d[13][1]),
-        "+f"(d[13][2]), "+f"(d[13][3]), "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]),
-        "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
+      : FP_WGMMA_ACC64(d)
       : "l"(desc_a), "l"(desc_b), "r"(accumulate));
 }
 
@@ -126,12 +126,7 @@ __device__ __forceinline__ void WgmmaRS64(float (&d)[8][4], const uint32_t (&a)[
       "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
       "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
       "}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
-      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
-        "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
-        "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]),
-        "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
-        "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]),
-        "+f"(d[7][2]), "+f"(d[7][3])
+      : FP_WGMMA_ACC32(d)
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1));
 }
 
@@ -145,17 +140,7 @@ __device__ __forceinline__ void WgmmaRS128(float (&d)[16][4], const uint32_t (&a
       "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
       "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
       "}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
-      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
-        "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
-        "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]),
-        "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
-        "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]),
-        "+f"(d[7][2]), "+f"(d[7][3]), "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]),
-        "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]), "+f"(d[10][0]), "+f"(d[10][1]),
-        "+f"(d[10][2]), "+f"(d[10][3]), "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]),
-        "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]), "+f"(d[13][0]), "+f"(d[13][1]),
-        "+f"(d[13][2]), "+f"(d[13][3]), "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]),
-        "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
+      : FP_WGMMA_ACC64(d)
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1));
 }
 
@@ -183,5 +168,46 @@ __device__ __forceinline__ void CpAsyncMbarArrive(uint64_t* bar) {
   asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(SmemAddr(bar)) : "memory");
 }
 #endif  // FP_PREFILL_SM90A
+
+// The end of one warpgroup's 64 packed rows [row0, row0 + 64) of the CTA's tile, for this thread's two rows
+// row0 + 16 warp + lane / 4 (+ 8): the quad's partial row sums added, lse written (by the quad's first lane), and
+// inv = 1 / l (0 for a row that saw nothing: its o stays 0 and its lse -inf).
+__device__ __forceinline__ void FinishWarpgroupRows(const PrefillArgs& a, const CtaWork& w, int row0, int warp, int lane,
+                                                    const float (&l_run)[2], const float (&m_run)[2], float (&inv)[2]) {
+  const int G = a.group, Hq = a.num_kv_heads * G;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    float l = l_run[h];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    inv[h] = l > 0.f ? 1.f / l : 0.f;
+    const int pr = w.m0 + row0 + 16 * warp + lane / 4 + 8 * h;
+    if (a.lse != nullptr && lane % 4 == 0 && pr < w.rows_total) {
+      const int64_t idx = static_cast<int64_t>(w.q0 + pr / G) * Hq + w.hk * G + pr % G;
+      a.lse[idx] = l > 0.f ? (m_run[h] + __log2f(l)) * 0.6931471805599453f : -__int_as_float(0x7f800000);
+    }
+  }
+}
+
+// The warpgroup's 64 normalised rows, staged in sQ ([2][BM][64] bf16, 128-byte swizzle), to o in 16-byte chunks
+// once the 128-thread named barrier `bar` says all 4 warps have staged theirs. wtid: the thread's index in the
+// warpgroup.
+template <int BM>
+__device__ __forceinline__ void StoreWarpgroupRows(const PrefillArgs& a, const CtaWork& w, const __nv_bfloat16* sQ,
+                                                   int row0, int bar, int wtid) {
+  constexpr int D = 128, CPR = D / 8;
+  const int G = a.group, Hq = a.num_kv_heads * G;
+  asm volatile("bar.sync %0, 128;\n" ::"r"(bar) : "memory");
+  auto* o = static_cast<__nv_bfloat16*>(a.o);
+#pragma unroll
+  for (int i = 0; i < 64 * CPR / 128; ++i) {
+    const int c = wtid + 128 * i, r = row0 + c / CPR, ch = c % CPR;
+    const int pr = w.m0 + r;
+    if (pr < w.rows_total) {
+      const int64_t idx = (static_cast<int64_t>(w.q0 + pr / G) * Hq + w.hk * G + pr % G) * D + ch * 8;
+      *reinterpret_cast<uint4*>(o + idx) = *reinterpret_cast<const uint4*>(sQ + SwizzleOffset128<BM>(r, ch));
+    }
+  }
+}
 
 }  // namespace fp::prefill
