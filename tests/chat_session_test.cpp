@@ -25,15 +25,8 @@ struct ChatFixture {
   std::shared_ptr<AnchorSegment> anchor;
   std::vector<int32_t> anchor_tokens;
   ChatFixture() {
-    auto w = LlamaWeights::Random(testing::TinyByteModelConfig(), 21, WeightType::kQ8_0);
-    EXPECT_TRUE(w.ok());
-    EngineOptions eo;
-    eo.num_threads = 2;
-    eo.page_size = 8;
-    eo.kv_capacity = 512;
-    auto e = LlamaEngine::Create(std::move(w).value(), eo);
-    EXPECT_TRUE(e.ok());
-    engine = std::move(e).value();
+    engine = testing::MakeRandomEngine(testing::TinyByteModelConfig(), 21, WeightType::kQ8_0, 512);
+    if (!engine) return;
     const std::vector<ChatMessage> sys{{"system", kSystem}};
     anchor_tokens = tok->EncodeChat(sys, false);
     auto a = engine->BuildAnchor(anchor_tokens);

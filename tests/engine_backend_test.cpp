@@ -19,15 +19,7 @@ namespace {
 std::unique_ptr<LlamaEngine> TinyEngine() {
   ModelConfig c = testing::TinyByteModelConfig();
   c.context_length = 256;
-  auto w = LlamaWeights::Random(c, 5, WeightType::kQ8_0);
-  EXPECT_TRUE(w.ok());
-  EngineOptions eo;
-  eo.num_threads = 2;
-  eo.page_size = 8;
-  eo.kv_capacity = 256;
-  auto e = LlamaEngine::Create(std::move(w).value(), eo);
-  EXPECT_TRUE(e.ok()) << e.status().ToString();
-  return e.ok() ? std::move(e).value() : nullptr;
+  return testing::MakeRandomEngine(c, 5, WeightType::kQ8_0, 256);
 }
 
 TEST(EngineBackendTest, CpuAdapterStepsMatchForwardBits) {

@@ -27,16 +27,8 @@ struct Fixture {
 Fixture Make() {
   Fixture f;
   f.tok = testing::MakeByteTokenizer();
-  const ModelConfig c = testing::TinyByteModelConfig();
-  auto w = LlamaWeights::Random(c, 77, WeightType::kQ4_1);
-  EXPECT_TRUE(w.ok());
-  EngineOptions eo;
-  eo.num_threads = 2;
-  eo.page_size = 8;
-  eo.kv_capacity = 512;
-  auto e = LlamaEngine::Create(std::move(w).value(), eo);
-  EXPECT_TRUE(e.ok());
-  f.engine = std::move(e).value();
+  f.engine = testing::MakeRandomEngine(testing::TinyByteModelConfig(), 77, WeightType::kQ4_1, 512);
+  if (!f.engine) return f;
   auto a = f.engine->BuildAnchor(f.tok->Encode("<|im_start|>system\nbe brief<|im_end|>\n"));
   EXPECT_TRUE(a.ok());
   f.anchor = *a;

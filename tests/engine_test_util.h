@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "fieldprint/dtype.h"
+#include "fieldprint/engine.h"
 #include "fieldprint/gguf.h"
 #include "fieldprint/llama_weights.h"
 #include "fieldprint/model_config.h"
@@ -122,6 +123,22 @@ inline ModelConfig TinyByteModelConfig() {
   c.context_length = 512;
   c.tied_embeddings = false;
   return c;
+}
+
+// A CPU engine over random weights of config c (2 threads, page 8): the tiny engines of the generation, chat and
+// backend tests. Null (and a test failure) if either step fails.
+inline std::unique_ptr<LlamaEngine> MakeRandomEngine(const ModelConfig& c, uint64_t seed, WeightType type,
+                                                     int32_t kv_capacity) {
+  auto w = LlamaWeights::Random(c, seed, type);
+  EXPECT_TRUE(w.ok()) << w.status().ToString();
+  if (!w.ok()) return nullptr;
+  EngineOptions eo;
+  eo.num_threads = 2;
+  eo.page_size = 8;
+  eo.kv_capacity = kv_capacity;
+  auto e = LlamaEngine::Create(std::move(w).value(), eo);
+  EXPECT_TRUE(e.ok()) << e.status().ToString();
+  return e.ok() ? std::move(e).value() : nullptr;
 }
 
 // Ids: 0 <|endoftext|>, 1 <|im_start|> (bos), 2 <|im_end|> (eos), 3 + b for byte b: a vocabulary of 259.
