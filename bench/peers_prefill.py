@@ -10,6 +10,8 @@ Rates use the same FLOP count as ours (4*d per visible (query, key) pair). Write
 bench/results/prefill-<card>-<date>.{json,md} in DESIGN.md's "Evidence" format.
 Usage: python3 bench/peers_prefill.py ours.json [--commit SHA] [--out-dir bench/results]
        python3 bench/peers_prefill.py --ours ours.json --out-prefix DIR/prefill   (scripts/gpu-check's form)
+       python3 bench/peers_prefill.py --render prefill-<card>-<date>.json   (the .md again from a finished JSON;
+                                                                         no torch, no GPU)
 """
 import argparse
 import json
@@ -17,9 +19,10 @@ import math
 import os
 import sys
 
-import torch
-import torch.nn.functional as F
-from triton.testing import do_bench
+if "--render" not in sys.argv:  # rendering a finished JSON needs neither torch nor a GPU
+    import torch
+    import torch.nn.functional as F
+    from triton.testing import do_bench
 
 
 def visible_mask(lq, ctx, anchor, device):
@@ -119,7 +122,8 @@ def tile(p):
         pp = ", ping-pong" if p.get("pingpong") else ""
         return f"wgmma ({p['page_size']}, BN {p['block_n']}, {p['stages']} stages{pp})"
     if p.get("kernel") == "wgmma-ws":
-        return f"wgmma warp-specialized ({p['page_size']}, BN {p['block_n']}, {p['stages']} stages)"
+        walk = "" if "persistent" not in p else ", CTA per SM" if p["persistent"] else ", CTA per item"
+        return f"wgmma warp-specialized ({p['page_size']}, BN {p['block_n']}, {p['stages']} stages{walk})"
     return f"{p.get('kernel', 'mma.sync')} ({p['page_size']}, {p['warps']} warps)"
 
 
@@ -130,7 +134,13 @@ def main():
     ap.add_argument("--commit", default=os.environ.get("FIELDPRINT_COMMIT", "unknown"))
     ap.add_argument("--out-dir", default="bench/results")
     ap.add_argument("--out-prefix", help="write PREFIX-<card>-<date>.{json,md} instead of under --out-dir")
+    ap.add_argument("--render", help="write the .md beside this finished JSON (with peers) and stop")
     args = ap.parse_args()
+    if args.render:
+        with open(args.render) as f:
+            res = json.load(f)
+        write_md(res, res.get("device", "?"), res.get("commit", "unknown"), args.render[: -len(".json")])
+        return
     ours = args.ours_opt or args.ours
     if not ours:
         ap.error("the bench_prefill JSON is required")
@@ -153,8 +163,12 @@ def main():
         stem = os.path.join(args.out_dir, f"prefill-{card}-{res['date']}")
     with open(stem + ".json", "w") as f:
         json.dump(res, f, indent=2)
+    write_md(res, name, args.commit, stem)
+
+
+def write_md(res, name, commit, stem):
     gemm = res["floors"]["gemm_tflops"]
-    lines = [f"# Prefill, {name}, {res['date']} (commit {args.commit})", "",
+    lines = [f"# Prefill, {name}, {res['date']} (commit {commit})", "",
              f"Floor: cuBLAS bf16 GEMM 8192^3 = {gemm:.0f} TFLOP/s (same run). Rates in TFLOP/s, causal FLOPs "
              "counted once (4*d per visible (q,k) pair); peers on the same card, same FLOP count.", "",
              "| row | ours (paged) us | ours TFLOP/s | / GEMM | kernel (page, tile) | SDPA contig | Flex contig | gather+cat+SDPA |",

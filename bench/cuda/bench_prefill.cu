@@ -167,6 +167,7 @@ nlohmann::json RunRow(const RowSpec& r, double gemm) {
       shapes.push_back({{base.warps, h, 64, 2, true, cta}, "wgmma BN64 S2 pp"});
       shapes.push_back({{base.warps, h, 64, 3, true, cta}, "wgmma BN64 S3 pp"});
       shapes.push_back({{base.warps, h, 128, 2, true, ws}, "ws BN128 S2"});
+      shapes.push_back({{base.warps, h, 128, 2, true, ws, -1}, "ws BN128 S2 1/item"});
     }
     for (const Variant& v : shapes) {
       fp::Status st = fp::AttentionPrefillCudaConfig(p, hb, nullptr, v.cfg);
@@ -193,6 +194,7 @@ nlohmann::json RunRow(const RowSpec& r, double gemm) {
       const int warps = ws_kernel ? 12 : hop ? 8 : v.cfg.warps;  // ws: producer warpgroup + 2 consumer warpgroups
       variants.push_back({{"page_size", page}, {"kernel", kernel}, {"warps", warps}, {"block_n", bn},
                           {"stages", hop ? v.cfg.stages : 2}, {"pingpong", hop && v.cfg.pingpong},
+                          {"persistent", ws_kernel && v.cfg.ctas >= 0},
                           {"time_us", us}, {"tflops", tf}});
       if (us < best_us) {
         best_us = us;

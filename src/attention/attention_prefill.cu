@@ -95,6 +95,18 @@ bool HopperAvailable() {
   return cache[dev] == 1;
 }
 
+// The device's SM count (the persistent kernel's grid), cached per device; 0 when it cannot be read.
+int SmCount() {
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 0;
+  static int cache[64] = {};  // 0 unknown (a benign race: every writer stores the same value)
+  if (cache[dev] == 0 && cudaDeviceGetAttribute(&cache[dev], cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+    (void)cudaGetLastError();
+    cache[dev] = 0;
+  }
+  return cache[dev];
+}
+
 // kAuto's choice: kPrefillHopperByDefault unless FP_PREFILL_WGMMA is "0" (off) or "1" (on).
 bool HopperOptIn() {
   const char* env = std::getenv("FP_PREFILL_WGMMA");
@@ -193,6 +205,8 @@ Status AttentionPrefillCudaConfig(const AttentionParams& p, const AttentionBatch
   args.anchor_len = static_cast<int32_t>(A);
   args.scale_log2 = p.scale * 1.4426950408889634f;
   args.causal = p.causal;
+  args.work_x = static_cast<int32_t>(hb.num_seqs * Hkv);
+  args.work_y = static_cast<int32_t>(max_tiles);
 
   const dim3 grid(static_cast<unsigned>(hb.num_seqs * Hkv), static_cast<unsigned>(max_tiles));
   if (hopper) {
@@ -201,7 +215,16 @@ Status AttentionPrefillCudaConfig(const AttentionParams& p, const AttentionBatch
     const bool pp = cfg.pingpong;
     const HopperPipeline pipe = cfg.pipeline == HopperPipeline::kDefault ? kPrefillHopperPipeline : cfg.pipeline;
     if (pipe == HopperPipeline::kWarpSpecialized) {
-      if (bn == 128 && st == 2) return LaunchHopperWs<2>(args, grid, stream);
+      // One CTA per SM walking the work items (the next item's Q and first K/V tiles load under this one's
+      // epilogue), cfg.ctas of them, or one CTA per item (-1).
+      const int64_t items = int64_t{args.work_x} * args.work_y;
+      if (items > INT32_MAX) {
+        return InvalidArgument("prefill: launch too large (" + std::to_string(items) + " work items)");
+      }
+      const int sms = SmCount();
+      const int64_t walkers = cfg.ctas > 0 ? cfg.ctas : cfg.ctas == 0 && sms > 0 ? sms : items;
+      const int64_t ctas = std::min<int64_t>(items, walkers);
+      if (bn == 128 && st == 2) return LaunchHopperWs<2>(args, dim3(static_cast<unsigned>(ctas)), stream);
       return InvalidArgument("prefill: warp-specialized Hopper variant block_n " + std::to_string(bn) + ", stages " +
                              std::to_string(st) + " is not built (block_n 128, 2 stages)");
     }

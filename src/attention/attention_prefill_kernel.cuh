@@ -12,7 +12,7 @@
 // computed; each tile row resolves its own page id, so any page size works (no page-aligned tiles needed).
 // Determinism: no atomics, a fixed KV order per row and masked keys contribute exact zeros, so a row's result
 // does not depend on which other rows share its tile (batch-invariant) and reruns are bit-identical.
-// defines: PrefillArgs, CtaWork, CtaWorkOf, PrefillTile, PrefillKernel, FastExp2
+// defines: PrefillArgs, CtaWork, CtaWorkAt, CtaWorkOf, CtaWorkItem, PrefillTile, PrefillKernel, FastExp2
 #pragma once
 
 #include <cuda_runtime.h>
@@ -44,6 +44,8 @@ struct PrefillArgs {
   int32_t anchor_len;
   float scale_log2;     // scale * log2(e)
   bool causal;
+  int32_t work_x;       // the CTA work grid: sequences x kv heads ...
+  int32_t work_y;       // ... x query tiles (a persistent kernel walks it; the others launch it as their grid)
 };
 
 // One CTA's share of the grid (x: sequence x kv head; y: query tile, run backwards so the heaviest causal tiles
@@ -56,15 +58,15 @@ struct CtaWork {
 };
 
 template <int BM, int BN>
-__device__ __forceinline__ CtaWork CtaWorkOf(const PrefillArgs& a) {
+__device__ __forceinline__ CtaWork CtaWorkAt(const PrefillArgs& a, int x, int m_tile) {
   CtaWork w{};
   const int Hkv = a.num_kv_heads, G = a.group;
-  w.s = static_cast<int>(blockIdx.x) / Hkv;
-  w.hk = static_cast<int>(blockIdx.x) % Hkv;
+  w.s = x / Hkv;
+  w.hk = x % Hkv;
   w.q0 = a.q_indptr[w.s];
   w.nq = a.q_indptr[w.s + 1] - w.q0;
   w.rows_total = w.nq * G;
-  w.m0 = static_cast<int>(gridDim.y - 1 - blockIdx.y) * BM;
+  w.m0 = m_tile * BM;
   w.empty = w.m0 >= w.rows_total;
   if (w.empty) return w;
   w.kv_len = a.kv_lens[w.s];
@@ -77,6 +79,18 @@ __device__ __forceinline__ CtaWork CtaWorkOf(const PrefillArgs& a) {
   w.n_free = free_end > 0 ? free_end / BN : 0;
   w.n_tiles = w.n_anchor + w.n_paged;
   return w;
+}
+
+// The CTA's own work item in a launched grid; y runs backwards so the heaviest causal tiles start first.
+template <int BM, int BN>
+__device__ __forceinline__ CtaWork CtaWorkOf(const PrefillArgs& a) {
+  return CtaWorkAt<BM, BN>(a, static_cast<int>(blockIdx.x), static_cast<int>(gridDim.y - 1 - blockIdx.y));
+}
+
+// Work item i of a persistent walk, in the launched grid's order (heaviest query tiles first).
+template <int BM, int BN>
+__device__ __forceinline__ CtaWork CtaWorkItem(const PrefillArgs& a, int i) {
+  return CtaWorkAt<BM, BN>(a, i % a.work_x, a.work_y - 1 - i / a.work_x);
 }
 
 template <int D, int W, int MT, int BN>

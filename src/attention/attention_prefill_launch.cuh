@@ -29,6 +29,7 @@ struct PrefillConfig {
   int stages = 0;         // Hopper path: K/V buffers, 2 or 3; 0 = default (2)
   bool pingpong = true;   // Hopper path: warpgroup 1 issues its S MMAs after warpgroup 0's
   HopperPipeline pipeline = HopperPipeline::kDefault;  // Hopper path: which kernel
+  int ctas = 0;  // warp-specialized kernel: CTAs walking the work items; 0 = one per SM, -1 = one per item
 };
 
 // kDefault's Hopper kernel: the warp-specialized one ran at 27-51% more TFLOP/s than the CTA-barrier one on an

@@ -261,22 +261,27 @@ CaseResult Check(const Case& c, const Output& got, uint64_t seed) {
   return r;
 }
 
-// The sm_90a wgmma kernels (bf16, d = 128): variant v % 6 of the six built. First the default, every field left
-// at 0 / kDefault: the warp-specialized kernel (BN 128, 2 stages); then the CTA-barrier kernel (keys per tile,
-// stages, ping-pong).
+// The sm_90a wgmma kernels (bf16, d = 128): variant v % 9 of the nine built. First the default, every field left
+// at 0 / kDefault: the warp-specialized kernel (BN 128, 2 stages, one CTA per SM walking the work items); then
+// it with 1 and 3 CTAs (long walks over items of several sequences, empty ones included) and one CTA per item;
+// then the CTA-barrier kernel (keys per tile, stages, ping-pong).
 static_assert(kPrefillHopperPipeline == HopperPipeline::kWarpSpecialized,
               "variant 0 is meant to test the warp-specialized kernel: list it explicitly if the default changes");
 PrefillConfig Hopper(int v) {
-  constexpr auto kCta = HopperPipeline::kCtaBarrier;
+  constexpr auto kCta = HopperPipeline::kCtaBarrier, kWs = HopperPipeline::kWarpSpecialized;
   static constexpr PrefillConfig kBuilt[] = {{0, PrefillPath::kHopper, 0, 0, true, HopperPipeline::kDefault},
+                                             {0, PrefillPath::kHopper, 128, 2, true, kWs, 1},
+                                             {0, PrefillPath::kHopper, 128, 2, true, kWs, 3},
+                                             {0, PrefillPath::kHopper, 128, 2, true, kWs, -1},
                                              {0, PrefillPath::kHopper, 128, 2, true, kCta},
                                              {0, PrefillPath::kHopper, 128, 2, false, kCta},
                                              {0, PrefillPath::kHopper, 128, 3, true, kCta},
                                              {0, PrefillPath::kHopper, 64, 2, true, kCta},
                                              {0, PrefillPath::kHopper, 64, 3, true, kCta}};
-  return kBuilt[v % 6];
+  return kBuilt[v % 9];
 }
-constexpr int kHopperVariants = 6;
+constexpr int kHopperVariants = 9;
+constexpr int kHopperWsVariants = 4;  // the first four: the warp-specialized kernel's walks
 
 // A spec the Hopper kernel takes: bf16, d = 128; anchors and contexts long enough for several 128-key tiles.
 CaseSpec HopperSpec(std::mt19937_64& rng, int index) {
@@ -410,6 +415,7 @@ TEST(PrefillHopper, BitIdenticalRerunsAndEmptyRows) {
     const uint64_t seed = rng();
     Case c = testing::MakeCase(HopperSpec(rng, i), seed);
     auto d = ToDevice(c);
+    Output ws_first;
     for (int v = 0; v < kHopperVariants; ++v) {
       ASSERT_TRUE(RunKernel(*d, c, Hopper(v)).ok());
       const Output a = Download(*d);
@@ -418,6 +424,12 @@ TEST(PrefillHopper, BitIdenticalRerunsAndEmptyRows) {
       EXPECT_TRUE(a.o == b.o && a.lse.size() == b.lse.size() &&
                   std::memcmp(a.lse.data(), b.lse.data(), a.lse.size() * 4) == 0)
           << "rerun differs (variant " << v << "): " << Describe(c.spec, seed);
+      // Which CTA walks which items does not change a row's arithmetic: every walk gives the same bits.
+      if (v == 0) ws_first = a;
+      if (v > 0 && v < kHopperWsVariants) {
+        EXPECT_TRUE(a.o == ws_first.o && std::memcmp(a.lse.data(), ws_first.lse.data(), a.lse.size() * 4) == 0)
+            << "walk " << v << " differs from one CTA per SM: " << Describe(c.spec, seed);
+      }
     }
   }
   CaseSpec s;
