@@ -54,10 +54,26 @@ Variant V() {
           }};
 }
 
+// A W-ring configuration (SkinnyGemmKernel's RING: W through a per-warp shared-memory ring of RING stages
+// of U segments, contiguous split, W8); MB pins ptxas's register target (these MB values do not spill).
+template <int NR, int U, int RING, int MB>
+Variant VR() {
+  return {
+      "skinny MT1 NR" + std::to_string(NR) + " W8 U" + std::to_string(U) + " ring" + std::to_string(RING) +
+          " minb" + std::to_string(MB),
+      [](const ce::SkinnyArgs& a, cudaStream_t st) {
+        CK((ce::LaunchSkinnyKernel<1, NR, ce::Epilogue::kStore, 8, U, true, MB, true, RING>(a, false, st)));
+      }};
+}
+
 std::vector<Variant> SweepFor(int n) {
   if (n <= 16) {
     return {V<1, 1, 4, 8, false>(), V<1, 1, 4, 8, true, 0, false>(), V<1, 1, 8, 8, true, 0, false>(),
-            V<1, 2, 8, 4>(),        V<1, 2, 8, 8, true, 0, false>(), V<1, 4, 8, 2>()};
+            V<1, 2, 8, 4>(), V<1, 2, 8, 8, true, 0, false>(), V<1, 4, 8, 2>(),
+            // W ring (shared memory per block): NR2 32/48/64/48/96 KiB, NR4 48/48/64/96 KiB, NR1 64/48 KiB
+            VR<2, 1, 4, 4>(), VR<2, 2, 3, 4>(), VR<2, 2, 4, 3>(), VR<2, 1, 6, 3>(), VR<2, 4, 3, 2>(),
+            VR<4, 1, 3, 3>(), VR<4, 1, 3, 4>(), VR<4, 1, 4, 3>(), VR<4, 2, 3, 2>(), VR<1, 4, 4, 3>(),
+            VR<1, 2, 6, 4>()};
   }
   if (n <= 32)
     return {V<2, 2, 4, 4, false>(), V<2, 2, 8, 4, true, 0, false>(), V<2, 4, 8, 2, true, 0, false>()};
@@ -67,6 +83,7 @@ std::vector<Variant> SweepFor(int n) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // lines survive an abort
   std::string json_path;
   bool quick = false, ncu = false;
   for (int i = 1; i < argc; ++i) {

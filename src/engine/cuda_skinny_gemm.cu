@@ -44,23 +44,21 @@ namespace {
 // interleaved split at n >= 16 and matched them at n = 1).
 constexpr int kWarps = 8;
 
-template <int MT, int NR, int U, bool DB, Epilogue E>
+template <int MT, int NR, int U, bool DB, Epilogue E, int RING = 0, int MINB = 0>
 Status Launch(const SkinnyArgs& a, bool pdl, cudaStream_t stream) {
-  const int rows_per_block = 8 * NR;
-  const dim3 grid(static_cast<unsigned>((a.out + rows_per_block - 1) / rows_per_block));
-  FP_CUDA_RETURN_IF_ERROR(LaunchKernel(pdl, SkinnyGemmKernel<MT, NR, E, kWarps, U, true, 0, DB>, grid,
-                                       dim3(kWarps * 32), 0, stream, a));
+  FP_CUDA_RETURN_IF_ERROR((LaunchSkinnyKernel<MT, NR, E, kWarps, U, true, MINB, DB, RING>(a, pdl, stream)));
   return Status::Ok();
 }
 
-// Up to 16 tokens: 4 row tiles a warp where that still leaves >= 192 blocks (out >= 6144), else 2. bench_gemm
-// sweep (H200, gemm-h200-2026-11-27): q|k|v 25.8 -> 22.3 us at n = 1 and 0.41 -> 0.50 of the copy rate at n = 16,
-// gate|up 86.3 -> 79.2 and LM head 341.5 -> 293.4 us at n = 16; O and down (out 4096: 128 blocks) stay at 2.
+// Up to 16 tokens W goes through a per-warp shared-memory ring (SkinnyGemmKernel's RING) instead of registers:
+// same bits, bytes in flight bounded by shared memory rather than by 128 registers a thread. bench_gemm (H200,
+// gemm-h200-2026-11-28, --quick): of 11 ring rows, NR 2, U 1, 6 stages, 3 blocks/SM was the best: o 18.3 -> 17.7
+// us at n = 1 and 20.0 -> 18.1 at n = 16; gate|up 71.0 -> 70.9 at n = 1, 76.7 -> 77.0 at n = 16 (the register
+// schedule it replaces: 4 row tiles a warp where out >= 6144, else 2). The engine's deterministic mode then cost
+// +8.9% at B = 1 (e2e-det-h200-2026-11-28; the register schedule's last run read +13.0%).
 template <Epilogue E>
 Status Dispatch(const SkinnyArgs& a, bool pdl, cudaStream_t stream) {
-  if (a.n <= 16) {
-    return a.out >= 6144 ? Launch<1, 4, 2, true, E>(a, pdl, stream) : Launch<1, 2, 4, true, E>(a, pdl, stream);
-  }
+  if (a.n <= 16) return Launch<1, 2, 1, true, E, 6, 3>(a, pdl, stream);
   if (a.n <= 32) return Launch<2, 2, 4, false, E>(a, pdl, stream);
   return Launch<4, 4, 2, false, E>(a, pdl, stream);
 }

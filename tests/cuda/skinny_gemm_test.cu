@@ -19,6 +19,7 @@
 #include "core/cuda_check.h"
 #include "cuda_test_util.h"
 #include "engine/cuda_engine_kernels.h"
+#include "engine/cuda_skinny_gemm.cuh"
 
 namespace fp {
 namespace {
@@ -280,6 +281,115 @@ TEST(SkinnyGemm, RejectsBadShapes) {
   cudaFree(dw);
   cudaFree(dx);
   cudaFree(dy);
+}
+
+// The W ring (SkinnyGemmKernel's RING > 0) only moves the register path's W loads through shared memory: for
+// the same tile shape its outputs must be bit-identical to the register kernel's. in 32 (one segment: seven
+// warps idle), 256, 4192 (131 segments: slices of 16 and 17) and 11008 (43 a warp); odd out (a part-filled
+// last block); beta 0 (NaN-poisoned output) and 1; also within the fp64 oracle's bound. MT 4 at n > 64
+// refills the ring for a second and third pass.
+template <int MT, int NR, int U, int RING, int MINB>
+void CheckRingMatchesRegisters(int out, const std::vector<int>& ns, uint32_t seed) {
+  constexpr auto kStore = ce::Epilogue::kStore;
+  std::mt19937 rng(seed);
+  for (const int in : {32, 256, 4192, 11008}) {
+    const auto w = RandomBf16(rng, static_cast<size_t>(out) * in, 1.f);
+    bf16* dw = Dev(w);
+    for (const int n : ns) {
+      const auto x = RandomBf16(rng, static_cast<size_t>(n) * in, 1.f);
+      bf16* dx = Dev(x);
+      for (const float beta : {0.f, 1.f}) {
+        SCOPED_TRACE("MT " + std::to_string(MT) + " NR " + std::to_string(NR) + " U " + std::to_string(U) +
+                     " ring " + std::to_string(RING) + ": out " + std::to_string(out) + " in " +
+                     std::to_string(in) + " n " + std::to_string(n) + " beta " + std::to_string(beta));
+        std::vector<float> y0(static_cast<size_t>(n) * out, std::nanf(""));  // beta = 0 must not read it
+        if (beta != 0.f) {
+          std::uniform_real_distribution<float> u(-4.f, 4.f);
+          for (auto& v : y0) v = u(rng);
+        }
+        float* dref = Dev(y0);
+        float* dy = Dev(y0);
+        ASSERT_EQ(cudaSuccess, (ce::LaunchSkinnyKernel<MT, NR, kStore, 8, U>(
+                                   ce::SkinnyArgs{dw, dx, dref, nullptr, out, in, n, beta}, false, nullptr)));
+        ASSERT_EQ(cudaSuccess, (ce::LaunchSkinnyKernel<MT, NR, kStore, 8, U, true, MINB, true, RING>(
+                                   ce::SkinnyArgs{dw, dx, dy, nullptr, out, in, n, beta}, false, nullptr)));
+        CUDA_CHECK(cudaDeviceSynchronize());
+        const auto ref = Host(dref, y0.size());
+        const auto got = Host(dy, y0.size());
+        std::vector<double> want, mag;
+        // The oracle adds beta * y0 itself: at beta 0 it gets zeros, not the poison (0 * NaN).
+        Oracle(w, x, beta != 0.f ? y0 : std::vector<float>(y0.size(), 0.f), beta, Problem{out, in, n}, &want, &mag);
+        for (size_t i = 0; i < got.size(); ++i) {
+          ASSERT_TRUE(std::isfinite(got[i])) << "element " << i << " not written";
+          ASSERT_EQ(0, std::memcmp(&got[i], &ref[i], sizeof(float)))
+              << "token " << i / out << " row " << i % out << ": " << got[i] << " vs " << ref[i];
+          ASSERT_LE(std::fabs(got[i] - want[i]), 4.0 * in * std::ldexp(1.0, -24) * mag[i] + 1e-30)
+              << "token " << i / out << " row " << i % out;
+        }
+        cudaFree(dref);
+        cudaFree(dy);
+      }
+      cudaFree(dx);
+    }
+    cudaFree(dw);
+  }
+}
+
+// The same for the SwiGLU epilogue (bf16 h, NaN-poisoned).
+template <int MT, int NR, int U, int RING, int MINB>
+void CheckRingSwiGluMatchesRegisters(int ff, const std::vector<int>& ns, uint32_t seed) {
+  constexpr auto kSwiGlu = ce::Epilogue::kSwiGlu;
+  std::mt19937 rng(seed);
+  const bf16 poison = __float2bfloat16(std::nanf(""));
+  for (const int in : {256, 4192}) {
+    const auto w = RandomBf16(rng, static_cast<size_t>(2 * ff) * in, 0.5f);
+    bf16* dw = Dev(w);
+    for (const int n : ns) {
+      SCOPED_TRACE("MT " + std::to_string(MT) + " NR " + std::to_string(NR) + " U " + std::to_string(U) +
+                   " ring " + std::to_string(RING) + ": ff " + std::to_string(ff) + " in " +
+                   std::to_string(in) + " n " + std::to_string(n));
+      const auto x = RandomBf16(rng, static_cast<size_t>(n) * in, 1.f);
+      bf16* dx = Dev(x);
+      bf16* dref = Dev(std::vector<bf16>(static_cast<size_t>(n) * ff, poison));
+      bf16* dh = Dev(std::vector<bf16>(static_cast<size_t>(n) * ff, poison));
+      ASSERT_EQ(cudaSuccess, (ce::LaunchSkinnyKernel<MT, NR, kSwiGlu, 8, U>(
+                                 ce::SkinnyArgs{dw, dx, nullptr, dref, 2 * ff, in, n, 0.f}, false, nullptr)));
+      ASSERT_EQ(cudaSuccess, (ce::LaunchSkinnyKernel<MT, NR, kSwiGlu, 8, U, true, MINB, true, RING>(
+                                 ce::SkinnyArgs{dw, dx, nullptr, dh, 2 * ff, in, n, 0.f}, false, nullptr)));
+      CUDA_CHECK(cudaDeviceSynchronize());
+      const auto ref = Host(dref, static_cast<size_t>(n) * ff);
+      const auto got = Host(dh, ref.size());
+      for (size_t i = 0; i < got.size(); ++i) {
+        ASSERT_FALSE(std::isnan(__bfloat162float(got[i]))) << "element " << i << " not written";
+        ASSERT_EQ(0, std::memcmp(&got[i], &ref[i], sizeof(bf16))) << "token " << i / ff << " f " << i % ff;
+      }
+      cudaFree(dx);
+      cudaFree(dref);
+      cudaFree(dh);
+    }
+    cudaFree(dw);
+  }
+}
+
+// The dispatcher's ring configuration (NR 2, U 1, 6 stages) and others of bench_gemm's sweep, n <= 16 (MT 1).
+TEST(SkinnyGemmRing, BitIdenticalToRegisterPath) {
+  SKIP_WITHOUT_GPU();
+  const std::vector<int> ns = {1, 2, 3, 7, 16};
+  CheckRingMatchesRegisters<1, 2, 1, 6, 3>(37, ns, 30);  // LaunchSkinnyGemm's, n <= 16
+  CheckRingMatchesRegisters<1, 2, 2, 4, 3>(37, ns, 31);  // 64 KiB a block: the opt-in
+  CheckRingMatchesRegisters<1, 4, 1, 3, 3>(77, ns, 32);
+  CheckRingMatchesRegisters<1, 2, 1, 4, 4>(37, ns, 33);
+  CheckRingMatchesRegisters<1, 1, 4, 4, 3>(21, ns, 34);
+  CheckRingMatchesRegisters<4, 2, 1, 3, 0>(37, {1, 33, 64, 70, 130}, 35);  // passes of 64 tokens
+}
+
+TEST(SkinnyGemmRing, SwiGluBitIdenticalToRegisterPath) {
+  SKIP_WITHOUT_GPU();
+  const std::vector<int> ns = {1, 3, 16};
+  CheckRingSwiGluMatchesRegisters<1, 2, 1, 6, 3>(84, ns, 40);  // LaunchSkinnyGemmSwiGlu's, n <= 16
+  CheckRingSwiGluMatchesRegisters<1, 2, 2, 4, 3>(84, ns, 41);  // 168 gate|up rows: a half-filled last block
+  CheckRingSwiGluMatchesRegisters<1, 4, 1, 3, 3>(84, ns, 42);
+  CheckRingSwiGluMatchesRegisters<4, 2, 1, 3, 0>(84, {7, 70}, 43);
 }
 
 }  // namespace
