@@ -51,11 +51,11 @@ Status Launch(const SkinnyArgs& a, bool pdl, cudaStream_t stream) {
 }
 
 // Up to 16 tokens W goes through a per-warp shared-memory ring (SkinnyGemmKernel's RING) instead of registers:
-// same bits, bytes in flight bounded by shared memory rather than by 128 registers a thread. bench_gemm (H200,
-// gemm-h200-2026-11-28, --quick): of 11 ring rows, NR 2, U 1, 6 stages, 3 blocks/SM was the best: o 18.3 -> 17.7
-// us at n = 1 and 20.0 -> 18.1 at n = 16; gate|up 71.0 -> 70.9 at n = 1, 76.7 -> 77.0 at n = 16 (the register
+// same bits, bytes in flight bounded by shared memory rather than by 128 registers a thread. Of 11 ring rows in
+// bench_gemm (H200, --quick), NR 2, U 1, 6 stages, 3 blocks/SM was the best overall (gemm-h200-2026-11-28, us):
+// o 19.0 -> 17.6 at n = 1 and 20.5 -> 18.9 at n = 16; gate|up 71.6 -> 71.1 and 78.7 -> 76.5 (the register
 // schedule it replaces: 4 row tiles a warp where out >= 6144, else 2). The engine's deterministic mode then cost
-// +8.9% at B = 1 (e2e-det-h200-2026-11-28; the register schedule's last run read +13.0%).
+// +9.0% at B = 1 (e2e-det-h200-2026-11-28; the register schedule's last run read +13.0%).
 template <Epilogue E>
 Status Dispatch(const SkinnyArgs& a, bool pdl, cudaStream_t stream) {
   if (a.n <= 16) return Launch<1, 2, 1, true, E, 6, 3>(a, pdl, stream);
