@@ -54,8 +54,7 @@ __global__ void __launch_bounds__(256, 1) PrefillHopperKernel(const __grid_const
   const float kNegInf = -__int_as_float(0x7f800000);
 
   extern __shared__ uint4 smem_raw[];
-  const uint32_t raw = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
-  T* sQ = reinterpret_cast<T*>(reinterpret_cast<char*>(smem_raw) + ((1024u - (raw & 1023u)) & 1023u));  // [2][BM][64]
+  T* sQ = SmemAlign1024(smem_raw);  // [2][BM][64]
   T* sK = sQ + BM * D;            // [STAGES][2][BN][64]
   T* sV = sK + STAGES * BN * D;  // [STAGES][2][BN][64]
 
@@ -63,7 +62,7 @@ __global__ void __launch_bounds__(256, 1) PrefillHopperKernel(const __grid_const
   if (w.empty) return;  // uniform over the CTA, before any barrier
   const int Hkv = a.num_kv_heads, G = a.group, Hq = Hkv * G, A = a.anchor_len;
   const int s = w.s, hk = w.hk, q0 = w.q0, nq = w.nq, m0 = w.m0, kv_len = w.kv_len;
-  const int diag = w.diag, nA = w.n_anchor, nP_free = w.n_free, n_tiles = w.n_tiles;
+  const int nA = w.n_anchor, nP_free = w.n_free, n_tiles = w.n_tiles;
 
   const int tid = static_cast<int>(threadIdx.x), wg = tid / 128, warp = (tid % 128) / 32, lane = tid % 32;
   const int ld_row = tid / CPR, ld_chunk = tid % CPR;
@@ -190,8 +189,8 @@ __global__ void __launch_bounds__(256, 1) PrefillHopperKernel(const __grid_const
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int pr = packed_row(h);
-      if (anchor && a.gamma) bias[h] = __ldg(a.gamma + hk * G + pr % G) * 1.4426950408889634f;
-      if (masked) last[h] = anchor ? A - 1 : (a.causal ? min(kv_len - 1, diag + min(pr / G, nq - 1)) : kv_len - 1);
+      if (anchor) bias[h] = AnchorBiasLog2(a, w, pr);
+      if (masked) last[h] = anchor ? A - 1 : LastPagedKey(a, w, pr);
     }
 #pragma unroll
     for (int nt = 0; nt < BN / 8; ++nt) {
@@ -240,10 +239,7 @@ __global__ void __launch_bounds__(256, 1) PrefillHopperKernel(const __grid_const
     uint32_t pa[BN / 16][4];
 #pragma unroll
     for (int kk = 0; kk < BN / 16; ++kk) {
-      pa[kk][0] = Mma::Pack(sc[2 * kk][0], sc[2 * kk][1]);
-      pa[kk][1] = Mma::Pack(sc[2 * kk][2], sc[2 * kk][3]);
-      pa[kk][2] = Mma::Pack(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
-      pa[kk][3] = Mma::Pack(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
+      PackPFragment<T>(sc[2 * kk], sc[2 * kk + 1], pa[kk]);
     }
     FenceOperand(o_acc[0]);
     FenceOperand(o_acc[1]);

@@ -67,8 +67,7 @@ __global__ void __launch_bounds__(384, 1) PrefillHopperWsKernel(const __grid_con
   const float kNegInf = -__int_as_float(0x7f800000);
 
   extern __shared__ uint4 smem_raw[];
-  const uint32_t raw = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
-  T* sQ = reinterpret_cast<T*>(reinterpret_cast<char*>(smem_raw) + ((1024u - (raw & 1023u)) & 1023u));  // [2][BM][64]
+  T* sQ = SmemAlign1024(smem_raw);  // [2][BM][64]
   T* sK = sQ + BM * D;                                                      // [STAGES][2][BN][64]
   T* sV = sK + STAGES * BN * D;                                             // [STAGES][2][BN][64]
   T* sO = sV + STAGES * BN * D;  // [2][BM][64] output staging, apart from sQ, where the next item's Q may land
@@ -195,8 +194,8 @@ __global__ void __launch_bounds__(384, 1) PrefillHopperWsKernel(const __grid_con
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const int pr = w.m0 + wg_row0 + 16 * warp + g4 + 8 * h;
-        anchor_bias[h] = a.gamma ? __ldg(a.gamma + w.hk * G + pr % G) * 1.4426950408889634f : 0.f;
-        paged_last[h] = a.causal ? min(w.kv_len - 1, w.diag + min(pr / G, w.nq - 1)) : w.kv_len - 1;
+        anchor_bias[h] = AnchorBiasLog2(a, w, pr);
+        paged_last[h] = LastPagedKey(a, w, pr);
       }
       float o_acc[16][4];  // [n8 tile][frag]: column 8 * nt + 2 * t4 + (e & 1), rows g4 (+ 8)
 #pragma unroll
@@ -295,10 +294,7 @@ __global__ void __launch_bounds__(384, 1) PrefillHopperWsKernel(const __grid_con
       auto pack = [&](const float (&sc)[BN / 8][4], uint32_t (&p)[BN / 16][4]) {
 #pragma unroll
         for (int kk = 0; kk < BN / 16; ++kk) {
-          p[kk][0] = Mma::Pack(sc[2 * kk][0], sc[2 * kk][1]);
-          p[kk][1] = Mma::Pack(sc[2 * kk][2], sc[2 * kk][3]);
-          p[kk][2] = Mma::Pack(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
-          p[kk][3] = Mma::Pack(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
+          PackPFragment<T>(sc[2 * kk], sc[2 * kk + 1], p[kk]);
         }
       };
 

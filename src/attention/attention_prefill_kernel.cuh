@@ -12,7 +12,7 @@
 // computed; each tile row resolves its own page id, so any page size works (no page-aligned tiles needed).
 // Determinism: no atomics, a fixed KV order per row and masked keys contribute exact zeros, so a row's result
 // does not depend on which other rows share its tile (batch-invariant) and reruns are bit-identical.
-// defines: PrefillArgs, CtaWork, CtaWorkAt, CtaWorkOf, CtaWorkItem, PrefillTile, PrefillKernel, FastExp2
+// defines: PrefillArgs, CtaWork, CtaWorkAt, CtaWorkOf, CtaWorkItem, AnchorBiasLog2, LastPagedKey, PrefillTile, PrefillKernel, FastExp2
 #pragma once
 
 #include <cuda_runtime.h>
@@ -93,6 +93,17 @@ __device__ __forceinline__ CtaWork CtaWorkItem(const PrefillArgs& a, int i) {
   return CtaWorkAt<BM, BN>(a, i % a.work_x, a.work_y - 1 - i / a.work_x);
 }
 
+// Gamma's bias on the anchor logits of packed row pr, in log2 units (0 without gamma).
+__device__ __forceinline__ float AnchorBiasLog2(const PrefillArgs& a, const CtaWork& w, int pr) {
+  return a.gamma ? __ldg(a.gamma + w.hk * a.group + pr % a.group) * 1.4426950408889634f : 0.f;
+}
+
+// The last paged key packed row pr may see: its own position when causal (clamped to the context), else the
+// context's last.
+__device__ __forceinline__ int LastPagedKey(const PrefillArgs& a, const CtaWork& w, int pr) {
+  return a.causal ? min(w.kv_len - 1, w.diag + min(pr / a.group, w.nq - 1)) : w.kv_len - 1;
+}
+
 template <int D, int W, int MT, int BN>
 struct PrefillTile {
   static constexpr int kBM = 16 * MT * W;  // packed query rows per CTA (MT m16 tiles per warp)
@@ -131,7 +142,7 @@ __global__ void __launch_bounds__(32 * W) PrefillKernel(const __grid_constant__ 
   if (w.empty) return;  // uniform over the CTA, before any barrier
   const int Hkv = a.num_kv_heads, G = a.group, Hq = Hkv * G, A = a.anchor_len;
   const int s = w.s, hk = w.hk, q0 = w.q0, nq = w.nq, rows_total = w.rows_total, m0 = w.m0, kv_len = w.kv_len;
-  const int diag = w.diag, nA = w.n_anchor, nP_free = w.n_free, n_tiles = w.n_tiles;
+  const int nA = w.n_anchor, nP_free = w.n_free, n_tiles = w.n_tiles;
 
   const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32;
   const int ld_row = tid / CPR, ld_chunk = tid % CPR;
@@ -269,10 +280,8 @@ __global__ void __launch_bounds__(32 * W) PrefillKernel(const __grid_constant__ 
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const int pr = packed_row(mt, h);
-        if (anchor && a.gamma) bias[h] = __ldg(a.gamma + hk * G + pr % G) * 1.4426950408889634f;
-        if (masked) {
-          last[h] = anchor ? A - 1 : (a.causal ? min(kv_len - 1, diag + min(pr / G, nq - 1)) : kv_len - 1);
-        }
+        if (anchor) bias[h] = AnchorBiasLog2(a, w, pr);
+        if (masked) last[h] = anchor ? A - 1 : LastPagedKey(a, w, pr);
       }
 #pragma unroll
       for (int nt = 0; nt < BN / 8; ++nt) {
@@ -324,10 +333,7 @@ __global__ void __launch_bounds__(32 * W) PrefillKernel(const __grid_constant__ 
       uint32_t pa[MT][4];
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
-        pa[mt][0] = Mma::Pack(sc[mt][2 * kk][0], sc[mt][2 * kk][1]);
-        pa[mt][1] = Mma::Pack(sc[mt][2 * kk][2], sc[mt][2 * kk][3]);
-        pa[mt][2] = Mma::Pack(sc[mt][2 * kk + 1][0], sc[mt][2 * kk + 1][1]);
-        pa[mt][3] = Mma::Pack(sc[mt][2 * kk + 1][2], sc[mt][2 * kk + 1][3]);
+        PackPFragment<T>(sc[mt][2 * kk], sc[mt][2 * kk + 1], pa[mt]);
       }
 #pragma unroll
       for (int dp = 0; dp < D / 16; ++dp) {

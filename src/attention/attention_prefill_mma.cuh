@@ -5,7 +5,7 @@
 // XORed with (row & 7): the 8 row addresses of one ldmatrix phase and the 8 chunks a warp writes with cp.async
 // then fall in 8 different 16-byte bank groups, so neither side has bank conflicts (no padding needed).
 // defines: CpAsync16, CpAsyncCommit, CpAsyncWait, SwizzleOffset, Ldmatrix4, Ldmatrix4Trans, Mma16816,
-//          PackFloat2, MmaTraits
+//          PackFloat2, MmaTraits, PackPFragment
 #pragma once
 
 #include <cuda_bf16.h>
@@ -78,5 +78,15 @@ struct MmaTraits<__half> {
     return *reinterpret_cast<uint32_t*>(&v);
   }
 };
+
+// P's A fragment for 16 keys from the fp32 C fragments of their two n8 key tiles: two adjacent m16n8 C
+// fragments are exactly one m16n8k16 A fragment, so P never leaves registers.
+template <typename T>
+__device__ __forceinline__ void PackPFragment(const float (&lo)[4], const float (&hi)[4], uint32_t (&p)[4]) {
+  p[0] = MmaTraits<T>::Pack(lo[0], lo[1]);
+  p[1] = MmaTraits<T>::Pack(lo[2], lo[3]);
+  p[2] = MmaTraits<T>::Pack(hi[0], hi[1]);
+  p[3] = MmaTraits<T>::Pack(hi[2], hi[3]);
+}
 
 }  // namespace fp::prefill

@@ -12,7 +12,7 @@
 // defines: FP_PREFILL_SM90A, SwizzleOffset128, SmemDesc128, WgmmaFence, WgmmaCommit, WgmmaWait, FenceOperand,
 //          FenceProxyAsync, WgmmaSS64, WgmmaSS128, WgmmaRS64, WgmmaRS128, MbarInit, MbarArrive, MbarWait,
 //          FP_WGMMA_ACC32 / FP_WGMMA_ACC64, FinishWarpgroupRows, StoreWarpgroupRows,
-//          CpAsyncMbarArrive
+//          CpAsyncMbarArrive, SmemAlign1024
 #pragma once
 
 #include <cuda_runtime.h>
@@ -40,6 +40,13 @@ namespace fp::prefill {
   FP_WGMMA_ACC32(d), FP_WGMMA_ACC_ROW(d, 8), FP_WGMMA_ACC_ROW(d, 9), FP_WGMMA_ACC_ROW(d, 10),               \
       FP_WGMMA_ACC_ROW(d, 11), FP_WGMMA_ACC_ROW(d, 12), FP_WGMMA_ACC_ROW(d, 13), FP_WGMMA_ACC_ROW(d, 14),    \
       FP_WGMMA_ACC_ROW(d, 15)
+
+// The first 1024-byte boundary of dynamic shared memory: the 128-byte swizzle pattern repeats every 1024 bytes
+// and descriptors assume aligned atoms (the Hopper kernels' shared memory sizes include 1 KiB of slack for it).
+__device__ __forceinline__ __nv_bfloat16* SmemAlign1024(uint4* smem_raw) {
+  const uint32_t raw = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
+  return reinterpret_cast<__nv_bfloat16*>(reinterpret_cast<char*>(smem_raw) + ((1024u - (raw & 1023u)) & 1023u));
+}
 
 // Element offset of (row, 16-byte chunk c in [0, D/8)) in a [D/64][R][64] tile with 128-byte swizzle.
 template <int R>
