@@ -3,8 +3,9 @@
 // tokens, plus a sweep of the skinny kernel's template parameters (rows/warp NR, warps/block W, segments in
 // flight U) that picked the engine's configuration. Rate = weight bytes / time against the d2d copy rate
 // measured in the same run; the weights rotate through 1 GiB so no launch finds its matrix in L2. Median of
-// 15 event-timed launches after 3 warm-ups. Usage: bench_gemm [--json PATH] [--quick] [--ncu] (--ncu: one
-// launch of the default kernel per n, for profiling).
+// 15 event-timed launches after 3 warm-ups. Usage: bench_gemm [--json PATH] [--quick] [--tiled] [--ncu]
+// (--tiled: only 17, 32 and 64 tokens, the tiled schedule's stage shapes against the register schedule;
+// --ncu: one launch of the default kernel per n, for profiling).
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -20,6 +21,7 @@
 #include "bench_util.h"
 #include "engine/cuda_engine_kernels.h"
 #include "engine/cuda_skinny_gemm.cuh"
+#include "engine/cuda_skinny_tiled.cuh"
 
 namespace {
 
@@ -81,12 +83,21 @@ std::vector<Variant> SweepFor(int n) {
   return {V<4, 4, 4, 2, false>(), V<4, 2, 8, 2>(), V<4, 4, 8, 2, true, 0, false>(), V<4, 8, 8, 1, true, 0, false>()};
 }
 
+// A tiled-schedule configuration (cuda_skinny_tiled.cuh): BKS segments a stage, STAGES stages, MINB blocks/SM.
+template <int BKS, int STAGES, int MINB = 1>
+Variant VT() {
+  return {"tiled bks" + std::to_string(BKS) + " st" + std::to_string(STAGES) + " minb" + std::to_string(MINB),
+          [](const ce::SkinnyArgs& a, cudaStream_t st) {
+            CK((ce::LaunchSkinnyTiledKernel<ce::Epilogue::kStore, BKS, STAGES, MINB>(a, false, st)));
+          }};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // lines survive an abort
   std::string json_path;
-  bool quick = false, ncu = false;
+  bool quick = false, ncu = false, tiled = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--json" && i + 1 < argc)
@@ -95,8 +106,10 @@ int main(int argc, char** argv) {
       quick = true;
     else if (a == "--ncu")
       ncu = true;
+    else if (a == "--tiled")
+      tiled = true;
     else {
-      std::fprintf(stderr, "usage: bench_gemm [--json PATH] [--quick] [--ncu]\n");
+      std::fprintf(stderr, "usage: bench_gemm [--json PATH] [--quick] [--tiled] [--ncu]\n");
       return 2;
     }
   }
@@ -120,9 +133,10 @@ int main(int argc, char** argv) {
   const double copy_tbps = ncu ? 0 : fp::bench::CopyTbps(st);
   std::printf("device: %s, %d SMs | d2d copy %.2f TB/s\n", prop.name, prop.multiProcessorCount, copy_tbps);
 
-  if (ncu) {  // one launch each of the engine's kernel for o (n = 1, 16, 64): `ncu -k regex:Skinny bench_gemm
-              // --ncu`
+  if (ncu) {  // one launch each of the engine's kernel for o (n = 1, 16, 64) and gate|up (n = 64): `ncu -k
+              // regex:Skinny bench_gemm --ncu`
     for (int n : {1, 16, 64}) OK(ce::LaunchSkinnyGemm(pool, 4096, 4096, x, n, y, 0.f, false, st));
+    OK(ce::LaunchSkinnyGemm(pool, 28672, 4096, x, 64, y, 0.f, false, st));  // gate|up: the tiled schedule
     CK(cudaStreamSynchronize(st));
     return 0;
   }
@@ -152,9 +166,10 @@ int main(int argc, char** argv) {
 
   nlohmann::json rows = nlohmann::json::array();
   std::printf("%-8s %3s %-28s %9s %8s %7s\n", "matrix", "n", "kernel", "us", "GB/s", "%copy");
-  for (int n : {1, 2, 4, 8, 16, 32, 64}) {
+  for (int n : tiled ? std::vector<int>{17, 32, 64} : std::vector<int>{1, 2, 4, 8, 16, 32, 64}) {
     for (const Shape& s : kShapes) {
       if (quick && std::string(s.name) != "o" && std::string(s.name) != "gate|up") continue;
+      if (tiled && std::string(s.name) == "lm_head") continue;
       const double bytes = 2.0 * s.out * s.in;
       auto report = [&](const std::string& kernel, double us) {
         const double gbs = bytes / (us * 1e-6) / 1e9;
@@ -175,7 +190,7 @@ int main(int argc, char** argv) {
                             CUDA_R_16BF, s.in, &zero, y, CUDA_R_32F, s.out, CUBLAS_COMPUTE_32F,
                             CUBLAS_GEMM_DEFAULT);
              }));
-      if (n <= ce::kGemvMaxRows) {  // (n = 2, 4: where the GEMV stops paying, for gemv_max_batch)
+      if (n <= ce::kGemvMaxRows && !tiled) {  // (n = 2, 4: where the GEMV stops paying, for gemv_max_batch)
         report("gemv (engine)",
                time_us(s, [&](const bf16* w) { OK(ce::LaunchGemvBf16(w, s.out, s.in, x, n, y, 0.f, st)); }));
         for (int depth : {4, 8, 16}) {
@@ -187,6 +202,18 @@ int main(int argc, char** argv) {
       report("skinny (engine)", time_us(s, [&](const bf16* w) {
                OK(ce::LaunchSkinnyGemm(w, s.out, s.in, x, n, y, 0.f, false, st));
              }));
+      if (tiled) {
+        report("skinny register MT4 NR4 U2", time_us(s, [&](const bf16* w) {
+                 CK((ce::LaunchSkinnyKernel<4, 4, ce::Epilogue::kStore, 8, 2, true, 0, false>(
+                     ce::SkinnyArgs{w, x, y, nullptr, s.out, s.in, n, 0.f}, false, st)));
+               }));
+        for (const Variant& v : {VT<2, 4, 2>(), VT<2, 3, 2>(), VT<4, 2, 2>(), VT<1, 6, 2>(), VT<2, 6>(), VT<4, 4>()}) {
+          report(v.name, time_us(s, [&](const bf16* w) {
+                   v.launch(ce::SkinnyArgs{w, x, y, nullptr, s.out, s.in, n, 0.f}, st);
+                 }));
+        }
+        continue;
+      }
       for (const Variant& v : n == 2 || n == 4 ? std::vector<Variant>{} : SweepFor(n)) {
         report(v.name, time_us(s, [&](const bf16* w) {
                  v.launch(ce::SkinnyArgs{w, x, y, nullptr, s.out, s.in, n, 0.f}, st);

@@ -6,7 +6,7 @@
 //          LaunchArgmaxChecked, LaunchSampleBounds (cuda_sample_bounds.cu), LaunchRandomBf16,
 //          LaunchFillF32, LaunchF32ToBf16, GemvSupported, LaunchGemvBf16, LaunchGemvSwiGluBf16, GemvNorm,
 //          GemvNormSupported, LaunchGemvNormRopeBf16 (cuda_gemv.cu),
-//          SkinnyGemmSupported, LaunchSkinnyGemm, LaunchSkinnyGemmSwiGlu (cuda_skinny_gemm.cu)
+//          SkinnyGemmSupported, SkinnyTiledFills, LaunchSkinnyGemm, LaunchSkinnyGemmSwiGlu (cuda_skinny_gemm.cu)
 // `pdl`: launch with programmatic dependent launch (cuda_pdl.cuh; the caller checks the device is sm_90+).
 #pragma once
 
@@ -120,6 +120,9 @@ Status LaunchGemvNormRopeBf16(const __nv_bfloat16* w_qkv, int in, const GemvNorm
 // out), any n >= 1 (fast for n <= 64), in % 32 == 0, W and x 16-byte aligned (SkinnyGemmSupported). Each token's
 // row of y is bit-identical whatever n is and wherever the token sits in x.
 bool SkinnyGemmSupported(int out, int in, const void* w, const void* x, int n);
+// Whether n tokens of a matrix with `out` rows run the tiled schedule (cuda_skinny_tiled.cuh): more than 16 tokens
+// and at least one 64 x 128 tile per SM. Same bits either way; for tests and benches that want one schedule.
+bool SkinnyTiledFills(int out, int n);
 Status LaunchSkinnyGemm(const __nv_bfloat16* w, int out, int in, const __nv_bfloat16* x, int n, float* y,
                         float beta, bool pdl, cudaStream_t stream);
 // The same GEMM on a GateUpRow-interleaved gate|up matrix [2*ff, in] with SwiGLU in the epilogue:

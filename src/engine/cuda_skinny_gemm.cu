@@ -23,10 +23,14 @@
 //     for any batch (test SkinnyGemm.BatchInvariant).
 //   - PDL: the first weight segments are loaded before PdlWait() (weights never depend on the previous
 //   kernel).
-// n > 64 runs in passes of 64 tokens inside one launch (W re-read from L2 per pass; deterministic prefill).
-// defines: LaunchSkinnyGemm, SkinnyGemmSupported (declared in cuda_engine_kernels.h)
+// More than 16 tokens run the same arithmetic in a tiled schedule where its 64-token x 128-row tiles fill the
+// SMs (cuda_skinny_tiled.cuh: x and W through shared memory; any n, in tiles of 64 tokens), else in the register
+// schedule (n > 64 in passes of 64 tokens inside one launch, W re-read from L2 per pass).
+// defines: SkinnyGemmSupported, SkinnyTiledFills, LaunchSkinnyGemm, LaunchSkinnyGemmSwiGlu (declared in
+// cuda_engine_kernels.h)
 #include <cuda_bf16.h>
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 
@@ -34,6 +38,7 @@
 #include "engine/cuda_engine_kernels.h"
 #include "core/cuda_pdl.cuh"
 #include "engine/cuda_skinny_gemm.cuh"
+#include "engine/cuda_skinny_tiled.cuh"
 
 namespace fp::cuda_engine {
 namespace {
@@ -56,14 +61,45 @@ Status Launch(const SkinnyArgs& a, bool pdl, cudaStream_t stream) {
 // o 19.0 -> 17.6 at n = 1 and 20.5 -> 18.9 at n = 16; gate|up 71.6 -> 71.1 and 78.7 -> 76.5 (the register
 // schedule it replaces: 4 row tiles a warp where out >= 6144, else 2). The engine's deterministic mode then cost
 // +9.0% at B = 1 (e2e-det-h200-2026-11-28; the register schedule's last run read +13.0%).
+// Tiled schedule (17+ tokens): 2 segments a stage, 4 stages (96 KiB) and 128 registers, so two blocks share an
+// SM (bench_gemm --tiled, H200, gate|up at 64 tokens: 95 us; one block of 6 stages: 113; cuBLAS 74).
+constexpr int kTiledBks = 2, kTiledStages = 4, kTiledMinBlocks = 2;
+
+// The device's SM count, looked up once per device.
+int DeviceSms() {
+  static std::atomic<int> cache[64] = {};
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 132;
+  int sms = cache[dev].load(std::memory_order_relaxed);
+  if (sms == 0) {
+    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || sms <= 0) return 132;
+    cache[dev].store(sms, std::memory_order_relaxed);
+  }
+  return sms;
+}
+
+// Which schedule runs (all compute the same bits): up to 16 tokens the W ring; above, the tiled schedule where
+// its 64 x 128 tiles fill the SMs (gate|up and the LM head at 17-64 tokens, every matrix at prefill lengths),
+// else the register schedule with 2 or 4 m-tiles a warp (q|k|v, o, down at 17-64 tokens, where it beat the
+// tiled one: H200 at 64 tokens, us: o 27 vs 56, q|k|v 44 vs 56, down 70 vs 165; with the K split that was
+// removed, 46-53, 53-59 and 70-77).
 template <Epilogue E>
 Status Dispatch(const SkinnyArgs& a, bool pdl, cudaStream_t stream) {
   if (a.n <= 16) return Launch<1, 2, 1, true, E, 6, 3>(a, pdl, stream);
+  if (SkinnyTiledFills(a.out, a.n)) {
+    FP_CUDA_RETURN_IF_ERROR((LaunchSkinnyTiledKernel<E, kTiledBks, kTiledStages, kTiledMinBlocks>(a, pdl, stream)));
+    return Status::Ok();
+  }
   if (a.n <= 32) return Launch<2, 2, 4, false, E>(a, pdl, stream);
   return Launch<4, 4, 2, false, E>(a, pdl, stream);
 }
 
 }  // namespace
+
+bool SkinnyTiledFills(int out, int n) {
+  const int64_t tiles = int64_t{(out + kTiledRows - 1) / kTiledRows} * ((n + kTiledTokens - 1) / kTiledTokens);
+  return n > 16 && tiles >= DeviceSms();
+}
 
 bool SkinnyGemmSupported(int out, int in, const void* w, const void* x, int n) {
   return n >= 1 && out > 0 && in > 0 && in % kSegK == 0 && (reinterpret_cast<uintptr_t>(w) & 15u) == 0 &&

@@ -20,6 +20,7 @@
 #include "cuda_test_util.h"
 #include "engine/cuda_engine_kernels.h"
 #include "engine/cuda_skinny_gemm.cuh"
+#include "skinny_test_util.h"
 
 namespace fp {
 namespace {
@@ -27,52 +28,11 @@ namespace {
 namespace ce = cuda_engine;
 using bf16 = __nv_bfloat16;
 
-template <typename T>
-T* Dev(const std::vector<T>& h) {
-  T* d = nullptr;
-  CUDA_CHECK(cudaMalloc(&d, std::max<size_t>(h.size(), 1) * sizeof(T)));
-  CUDA_CHECK(cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice));
-  return d;
-}
-
-template <typename T>
-std::vector<T> Host(const T* d, size_t n) {
-  std::vector<T> h(n);
-  CUDA_CHECK(cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost));
-  return h;
-}
-
-std::vector<bf16> RandomBf16(std::mt19937& rng, size_t n, float scale) {
-  std::uniform_real_distribution<float> u(-scale, scale);
-  std::vector<bf16> v(n);
-  for (auto& x : v) x = __float2bfloat16(u(rng));
-  return v;
-}
-
-struct Problem {
-  int out, in, n;
-};
-
-// y = x . W^T (+ beta * y0) in fp64; also sum |x||w| per element for the error bound.
-void Oracle(const std::vector<bf16>& w, const std::vector<bf16>& x, const std::vector<float>& y0, float beta,
-            const Problem& p, std::vector<double>* y, std::vector<double>* mag) {
-  y->assign(static_cast<size_t>(p.n) * p.out, 0.0);
-  mag->assign(y->size(), 0.0);
-  for (int t = 0; t < p.n; ++t) {
-    for (int r = 0; r < p.out; ++r) {
-      double s = 0, m = 0;
-      for (int k = 0; k < p.in; ++k) {
-        const double a = __bfloat162float(x[static_cast<size_t>(t) * p.in + k]);
-        const double b = __bfloat162float(w[static_cast<size_t>(r) * p.in + k]);
-        s += a * b;
-        m += std::fabs(a * b);
-      }
-      const size_t i = static_cast<size_t>(t) * p.out + r;
-      (*y)[i] = s + (beta != 0.f ? beta * static_cast<double>(y0[i]) : 0.0);
-      (*mag)[i] = m + std::fabs(beta * static_cast<double>(y0[i]));
-    }
-  }
-}
+using testing::Dev;
+using testing::GemmErrorBound;
+using testing::Host;
+using testing::RandomBf16;
+using Problem = testing::GemmProblem;
 
 enum class Kernel { kSkinny, kGemv };
 
@@ -96,12 +56,11 @@ void CheckAgainstOracle(Kernel kind, const Problem& p, float beta, uint32_t seed
   CUDA_CHECK(cudaDeviceSynchronize());
   const auto got = Host(dy, y0.size());
   std::vector<double> want, mag;
-  Oracle(w, x, y0, beta, p, &want, &mag);
-  // fp32 accumulation of `in` exact bf16 products: error <= ~in * 2^-24 * sum|a b|; allow 4x that.
+  testing::GemmOracle(w, x, y0, beta, p, &want, &mag);
   double worst = 0;
   for (size_t i = 0; i < got.size(); ++i) {
     ASSERT_TRUE(std::isfinite(got[i])) << "element " << i << " not written (poison survived)";
-    const double bound = 4.0 * p.in * std::ldexp(1.0, -24) * mag[i] + 1e-30;
+    const double bound = GemmErrorBound(p.in, mag[i]);
     worst = std::max(worst, std::fabs(got[i] - want[i]) / bound);
   }
   EXPECT_LE(worst, 1.0) << (kind == Kernel::kSkinny ? "skinny" : "gemv") << " out " << p.out << " in " << p.in
@@ -318,12 +277,13 @@ void CheckRingMatchesRegisters(int out, const std::vector<int>& ns, uint32_t see
         const auto got = Host(dy, y0.size());
         std::vector<double> want, mag;
         // The oracle adds beta * y0 itself: at beta 0 it gets zeros, not the poison (0 * NaN).
-        Oracle(w, x, beta != 0.f ? y0 : std::vector<float>(y0.size(), 0.f), beta, Problem{out, in, n}, &want, &mag);
+        testing::GemmOracle(w, x, beta != 0.f ? y0 : std::vector<float>(y0.size(), 0.f), beta,
+                            Problem{out, in, n}, &want, &mag);
         for (size_t i = 0; i < got.size(); ++i) {
           ASSERT_TRUE(std::isfinite(got[i])) << "element " << i << " not written";
           ASSERT_EQ(0, std::memcmp(&got[i], &ref[i], sizeof(float)))
               << "token " << i / out << " row " << i % out << ": " << got[i] << " vs " << ref[i];
-          ASSERT_LE(std::fabs(got[i] - want[i]), 4.0 * in * std::ldexp(1.0, -24) * mag[i] + 1e-30)
+          ASSERT_LE(std::fabs(got[i] - want[i]), GemmErrorBound(in, mag[i]))
               << "token " << i / out << " row " << i % out;
         }
         cudaFree(dref);

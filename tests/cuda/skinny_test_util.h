@@ -1,0 +1,69 @@
+// skinny_test_util.h — device buffers, random bf16 operands and the fp64 GEMM oracle shared by the skinny GEMM
+// tests (skinny_gemm_test.cu, skinny_tiled_test.cu).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "core/cuda_check.h"
+
+namespace fp::testing {
+
+template <typename T>
+T* Dev(const std::vector<T>& h) {
+  T* d = nullptr;
+  CUDA_CHECK(cudaMalloc(&d, std::max<size_t>(h.size(), 1) * sizeof(T)));
+  CUDA_CHECK(cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice));
+  return d;
+}
+
+template <typename T>
+std::vector<T> Host(const T* d, size_t n) {
+  std::vector<T> h(n);
+  CUDA_CHECK(cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost));
+  return h;
+}
+
+inline std::vector<__nv_bfloat16> RandomBf16(std::mt19937& rng, size_t n, float scale) {
+  std::uniform_real_distribution<float> u(-scale, scale);
+  std::vector<__nv_bfloat16> v(n);
+  for (auto& x : v) x = __float2bfloat16(u(rng));
+  return v;
+}
+
+struct GemmProblem {
+  int out, in, n;
+};
+
+// y = x . W^T (+ beta * y0) in fp64; also sum |x||w| per element for the error bound.
+inline void GemmOracle(const std::vector<__nv_bfloat16>& w, const std::vector<__nv_bfloat16>& x,
+                       const std::vector<float>& y0, float beta, const GemmProblem& p, std::vector<double>* y,
+                       std::vector<double>* mag) {
+  y->assign(static_cast<size_t>(p.n) * p.out, 0.0);
+  mag->assign(y->size(), 0.0);
+  for (int t = 0; t < p.n; ++t) {
+    for (int r = 0; r < p.out; ++r) {
+      double s = 0, m = 0;
+      for (int k = 0; k < p.in; ++k) {
+        const double a = __bfloat162float(x[static_cast<size_t>(t) * p.in + k]);
+        const double b = __bfloat162float(w[static_cast<size_t>(r) * p.in + k]);
+        s += a * b;
+        m += std::fabs(a * b);
+      }
+      const size_t i = static_cast<size_t>(t) * p.out + r;
+      (*y)[i] = s + (beta != 0.f ? beta * static_cast<double>(y0[i]) : 0.0);
+      (*mag)[i] = m + std::fabs(beta * static_cast<double>(y0[i]));
+    }
+  }
+}
+
+// fp32 accumulation of `in` exact bf16 products: error <= ~in * 2^-24 * sum|a b|; the tests allow 4x that.
+inline double GemmErrorBound(int in, double mag) { return 4.0 * in * std::ldexp(1.0, -24) * mag + 1e-30; }
+
+}  // namespace fp::testing
