@@ -62,7 +62,7 @@ Status Launch(const SkinnyArgs& a, bool pdl, cudaStream_t stream) {
 // schedule it replaces: 4 row tiles a warp where out >= 6144, else 2). The engine's deterministic mode then cost
 // +9.0% at B = 1 (e2e-det-h200-2026-11-28; the register schedule's last run read +13.0%).
 // Tiled schedule (17+ tokens): 2 segments a stage, 4 stages (96 KiB) and 128 registers, so two blocks share an
-// SM (bench_gemm --tiled, H200, gate|up at 64 tokens: 95 us; one block of 6 stages: 113; cuBLAS 74).
+// SM (bench_gemm --tiled, H200, gate|up at 64 tokens: 98.5 us; one block of 6 stages: 109.5; cuBLAS 73.2).
 constexpr int kTiledBks = 2, kTiledStages = 4, kTiledMinBlocks = 2;
 
 // The device's SM count, looked up once per device.
@@ -81,8 +81,8 @@ int DeviceSms() {
 // Which schedule runs (all compute the same bits): up to 16 tokens the W ring; above, the tiled schedule where
 // its 64 x 128 tiles fill the SMs (gate|up and the LM head at 17-64 tokens, every matrix at prefill lengths),
 // else the register schedule with 2 or 4 m-tiles a warp (q|k|v, o, down at 17-64 tokens, where it beat the
-// tiled one: H200 at 64 tokens, us: o 27 vs 56, q|k|v 44 vs 56, down 70 vs 165; with the K split that was
-// removed, 46-53, 53-59 and 70-77).
+// tiled one: H200 at 64 tokens, us, gemm-tiled-h200-2026-11-28: o 26 vs 60, q|k|v 44 vs 59, down 68 vs 178;
+// with a K split that was removed, 46-53, 53-59 and 70-77).
 template <Epilogue E>
 Status Dispatch(const SkinnyArgs& a, bool pdl, cudaStream_t stream) {
   if (a.n <= 16) return Launch<1, 2, 1, true, E, 6, 3>(a, pdl, stream);
