@@ -156,23 +156,12 @@ __global__ void __launch_bounds__(256, 1) PrefillHopperKernel(const __grid_const
     const T* cK = sK + (j % STAGES) * BN * D;
     const T* cV = sV + (j % STAGES) * BN * D;
 
-    // S = Q K^T: 8 k-steps of 16; a k-step advances 32 B inside the 128-byte atom row, or to the next d half.
+    // S = Q K^T (IssueQkT).
     float sc[BN / 8][4];
     if constexpr (PP) {
       if (wg == 1) asm volatile("bar.sync 3, 256;\n" ::: "memory");  // after warpgroup 0's S was issued
     }
-    FenceOperand(sc);
-    WgmmaFence();
-#pragma unroll
-    for (int kc = 0; kc < D / 16; ++kc) {
-      const uint64_t da = SmemDesc128(sQ + (kc / 4) * BM * 64 + wg_row0 * 64 + (kc % 4) * 16);
-      const uint64_t db = SmemDesc128(cK + (kc / 4) * BN * 64 + (kc % 4) * 16);
-      if constexpr (BN == 128) {
-        WgmmaSS128(sc, da, db, kc > 0);
-      } else {
-        WgmmaSS64(sc, da, db, kc > 0);
-      }
-    }
+    IssueQkT<BM, BN, D>(sc, sQ, cK, wg_row0);
     WgmmaCommit();
     if constexpr (PP) {
       if (wg == 0) asm volatile("bar.arrive 3, 256;\n" ::: "memory");

@@ -209,16 +209,6 @@ __global__ void __launch_bounds__(384, 1) PrefillHopperWsKernel(const __grid_con
       };
       acquire(q_full, items_done & 1);
 
-      auto issue_s = [&](float (&sc)[BN / 8][4], const T* cK) {
-        FenceOperand(sc);
-        WgmmaFence();
-#pragma unroll
-        for (int kc = 0; kc < D / 16; ++kc) {
-          const uint64_t da = SmemDesc128(sQ + (kc / 4) * BM * 64 + wg_row0 * 64 + (kc % 4) * 16);
-          const uint64_t db = SmemDesc128(cK + (kc / 4) * BN * 64 + (kc % 4) * 16);
-          WgmmaSS128(sc, da, db, kc > 0);
-        }
-      };
       auto issue_pv = [&](const T* cV, const uint32_t(&p)[BN / 16][4]) {
         FenceOperand(o_acc);
         WgmmaFence();
@@ -306,7 +296,7 @@ __global__ void __launch_bounds__(384, 1) PrefillHopperWsKernel(const __grid_con
         uint32_t pa[BN / 16][4];  // P(j) as bf16 A fragments (keys 16 kk .. 16 kk + 15)
         acquire(k_full + st, ph);
         turn_wait();  // S MMAs take turns with the other consumer's
-        issue_s(sc, sK + st * BN * D);
+        IssueQkT<BM, BN, D>(sc, sQ, sK + st * BN * D, wg_row0);
         WgmmaCommit();
         turn_pass();
         WgmmaWait<0>();

@@ -151,6 +151,26 @@ __device__ __forceinline__ void WgmmaRS128(float (&d)[16][4], const uint32_t (&a
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1));
 }
 
+// Issues S = Q K^T for one warpgroup's 64 Q rows (starting at row wg_row0 of the BM-row tile) against a BN-key tile,
+// both in the 128-byte-swizzled [D / 64][rows][64] layout: D / 16 k-steps of 16, where a k-step advances 32 B inside
+// the atom row, or moves to the next d half. Fences sc first; the caller commits and waits.
+template <int BM, int BN, int D>
+__device__ __forceinline__ void IssueQkT(float (&sc)[BN / 8][4], const __nv_bfloat16* sQ, const __nv_bfloat16* cK,
+                                         int wg_row0) {
+  FenceOperand(sc);
+  WgmmaFence();
+#pragma unroll
+  for (int kc = 0; kc < D / 16; ++kc) {
+    const uint64_t da = SmemDesc128(sQ + (kc / 4) * BM * 64 + wg_row0 * 64 + (kc % 4) * 16);
+    const uint64_t db = SmemDesc128(cK + (kc / 4) * BN * 64 + (kc % 4) * 16);
+    if constexpr (BN == 128) {
+      WgmmaSS128(sc, da, db, kc > 0);
+    } else {
+      WgmmaSS64(sc, da, db, kc > 0);
+    }
+  }
+}
+
 // mbarriers (shared::cta, 8 bytes each). A phase completes when `count` arrivals have come in; waiters name the
 // parity of the phase they wait for (waiting on the parity before the first phase returns at once).
 __device__ __forceinline__ uint32_t SmemAddr(const void* p) {
