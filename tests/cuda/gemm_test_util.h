@@ -1,5 +1,5 @@
-// skinny_test_util.h — device buffers, random bf16 operands and the fp64 GEMM oracle shared by the skinny GEMM
-// tests (skinny_gemm_test.cu, skinny_tiled_test.cu).
+// gemm_test_util.h — device buffers, random operands, the residual input y0 and the fp64 GEMM oracle shared by the
+// GEMM tests (skinny_gemm_test.cu, skinny_tiled_test.cu, gemv_fused_test.cu).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -35,6 +35,16 @@ inline std::vector<__nv_bfloat16> RandomBf16(std::mt19937& rng, size_t n, float 
   std::vector<__nv_bfloat16> v(n);
   for (auto& x : v) x = __float2bfloat16(u(rng));
   return v;
+}
+
+// The y0 a GEMM with beta adds to: NaN at beta 0 (the kernel must not read it), else uniform in [-4, 4).
+inline std::vector<float> ResidualInput(std::mt19937& rng, size_t n, float beta) {
+  std::vector<float> y0(n, std::nanf(""));
+  if (beta != 0.f) {
+    std::uniform_real_distribution<float> u(-4.f, 4.f);
+    for (auto& v : y0) v = u(rng);
+  }
+  return y0;
 }
 
 struct GemmProblem {

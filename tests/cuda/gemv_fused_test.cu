@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "decode_test_util.h"
+#include "gemm_test_util.h"
 #include "engine/cuda_engine_kernels.h"
 
 namespace fp {
@@ -21,6 +22,7 @@ namespace {
 namespace ce = cuda_engine;
 using bf16 = __nv_bfloat16;
 using testing::DownloadBytes;
+using testing::RandomBf16;
 using testing::UploadBytes;
 
 template <typename T>
@@ -32,13 +34,6 @@ std::vector<float> RandomF32(std::mt19937& rng, size_t n, float lo, float hi) {
   std::uniform_real_distribution<float> u(lo, hi);
   std::vector<float> v(n);
   for (auto& x : v) x = u(rng);
-  return v;
-}
-
-std::vector<bf16> RandomBf16(std::mt19937& rng, size_t n, float scale) {
-  std::vector<bf16> v(n);
-  std::uniform_real_distribution<float> u(-scale, scale);
-  for (auto& x : v) x = __float2bfloat16(u(rng));
   return v;
 }
 

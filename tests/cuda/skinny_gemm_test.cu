@@ -20,7 +20,7 @@
 #include "cuda_test_util.h"
 #include "engine/cuda_engine_kernels.h"
 #include "engine/cuda_skinny_gemm.cuh"
-#include "skinny_test_util.h"
+#include "gemm_test_util.h"
 
 namespace fp {
 namespace {
@@ -40,12 +40,7 @@ void CheckAgainstOracle(Kernel kind, const Problem& p, float beta, uint32_t seed
   std::mt19937 rng(seed);
   const auto w = RandomBf16(rng, static_cast<size_t>(p.out) * p.in, 1.f);
   const auto x = RandomBf16(rng, static_cast<size_t>(p.n) * p.in, 1.f);
-  std::vector<float> y0(static_cast<size_t>(p.n) * p.out,
-                        std::nanf(""));  // poison: beta = 0 must not read it
-  if (beta != 0.f) {
-    std::uniform_real_distribution<float> u(-4.f, 4.f);
-    for (auto& v : y0) v = u(rng);
-  }
+  const auto y0 = testing::ResidualInput(rng, static_cast<size_t>(p.n) * p.out, beta);
   bf16* dw = Dev(w);
   bf16* dx = Dev(x);
   float* dy = Dev(y0);
@@ -261,11 +256,7 @@ void CheckRingMatchesRegisters(int out, const std::vector<int>& ns, uint32_t see
         SCOPED_TRACE("MT " + std::to_string(MT) + " NR " + std::to_string(NR) + " U " + std::to_string(U) +
                      " ring " + std::to_string(RING) + ": out " + std::to_string(out) + " in " +
                      std::to_string(in) + " n " + std::to_string(n) + " beta " + std::to_string(beta));
-        std::vector<float> y0(static_cast<size_t>(n) * out, std::nanf(""));  // beta = 0 must not read it
-        if (beta != 0.f) {
-          std::uniform_real_distribution<float> u(-4.f, 4.f);
-          for (auto& v : y0) v = u(rng);
-        }
+        const auto y0 = testing::ResidualInput(rng, static_cast<size_t>(n) * out, beta);
         float* dref = Dev(y0);
         float* dy = Dev(y0);
         ASSERT_EQ(cudaSuccess, (ce::LaunchSkinnyKernel<MT, NR, kStore, 8, U>(

@@ -19,7 +19,7 @@
 #include "engine/cuda_engine_kernels.h"
 #include "engine/cuda_skinny_gemm.cuh"
 #include "engine/cuda_skinny_tiled.cuh"
-#include "skinny_test_util.h"
+#include "gemm_test_util.h"
 
 namespace fp {
 namespace {
@@ -53,11 +53,7 @@ TEST(SkinnyTiled, StoreBitIdenticalToRegisterKernel) {
       const auto x = RandomBf16(rng, static_cast<size_t>(n) * s.in, 1.f);
       bf16* dx = Dev(x);
       for (const float beta : {0.f, 1.f}) {
-        std::vector<float> y0(static_cast<size_t>(n) * s.out, std::nanf(""));  // beta = 0 must not read it
-        if (beta != 0.f) {
-          std::uniform_real_distribution<float> u(-4.f, 4.f);
-          for (auto& v : y0) v = u(rng);
-        }
+        const auto y0 = testing::ResidualInput(rng, static_cast<size_t>(n) * s.out, beta);
         float* dref = Dev(y0);
         ASSERT_EQ(cudaSuccess, (ce::LaunchSkinnyKernel<4, 4, ce::Epilogue::kStore, 8, 2>(
                                    ce::SkinnyArgs{dw, dx, dref, nullptr, s.out, s.in, n, beta}, false, nullptr)));
