@@ -43,15 +43,14 @@
 namespace fp::cuda_engine {
 namespace {
 
-// Warps per block and the contiguous K split: fixed for every n and shape, since they fix the summation
-// order. Everything else (rows and m-tiles per warp, loads in flight, double buffering) only schedules the
-// same arithmetic and is picked per n from bench_gemm's sweep (H200: W8 contiguous beat W4 and the
-// interleaved split at n >= 16 and matched them at n = 1).
-constexpr int kWarps = 8;
+// Warps per block: one per K slice (kSkinnySlices, contiguous), fixed since they fix the summation order.
+// Everything else (rows and m-tiles per warp, loads in flight, double buffering) only schedules the same
+// arithmetic and is picked per n from bench_gemm's sweep (H200: W8 contiguous beat W4 and the interleaved split
+// at n >= 16 and matched them at n = 1).
 
 template <int MT, int NR, int U, bool DB, Epilogue E, int RING = 0, int MINB = 0>
 Status Launch(const SkinnyArgs& a, bool pdl, cudaStream_t stream) {
-  FP_CUDA_RETURN_IF_ERROR((LaunchSkinnyKernel<MT, NR, E, kWarps, U, true, MINB, DB, RING>(a, pdl, stream)));
+  FP_CUDA_RETURN_IF_ERROR((LaunchSkinnyKernel<MT, NR, E, kSkinnySlices, U, true, MINB, DB, RING>(a, pdl, stream)));
   return Status::Ok();
 }
 

@@ -1,6 +1,7 @@
 // engine/cuda_skinny_gemm.cuh — the skinny GEMM kernel template (design: cuda_skinny_gemm.cu). Internal to
 // src/engine and bench/cuda/bench_gemm.cu (which sweeps the template parameters).
-// defines: SkinnyArgs, Epilogue, SkinnyGemmKernel, SkinnySmemBytes, LaunchSkinnyKernel, kSegK, kPassTokens
+// defines: SkinnyArgs, Epilogue, SkinnyGemmKernel, SkinnySmemBytes, LaunchSkinnyKernel, kSegK, kPassTokens,
+//          kSkinnySlices
 #pragma once
 
 #include <cuda_bf16.h>
@@ -14,6 +15,10 @@ namespace fp::cuda_engine {
 
 constexpr int kSegK = 32;        // k elements per segment: one 16-byte load per lane and two mmas
 constexpr int kPassTokens = 64;  // tokens per pass (MT <= 4 m-tiles)
+// The engine's K split: contiguous slices of segments, each accumulated alone, added in slice order. One skinny
+// warp per slice (W of LaunchSkinnyKernel), one pass per slice in the tiled schedule. It fixes the summation
+// order, so it is the same for every n, shape and schedule.
+constexpr int kSkinnySlices = 8;
 
 __device__ __forceinline__ void Mma(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
                                     uint32_t b0, uint32_t b1) {

@@ -36,7 +36,6 @@ namespace fp::cuda_engine {
 constexpr int kTiledTokens = 64;   // token rows of a tile (4 m-tiles)
 constexpr int kTiledRows = 128;    // W rows of a tile (16 n-tiles)
 constexpr int kTiledThreads = 256; // 8 warps: 2 along tokens x 4 along rows, 32 x 32 outputs each
-constexpr int kTiledSlices = 8;    // the skinny kernel's warps: K slices added in order
 constexpr int kTiledPad = 8;       // floats of padding per row of the fp32 epilogue tile (conflict-free float2)
 
 // 4 bytes global -> shared.
@@ -64,7 +63,7 @@ __global__ void __launch_bounds__(kTiledThreads, MINB) SkinnyTiledKernel(const S
   const int wm = warp >> 2, wn = warp & 3;  // this warp's 32 tokens and 32 rows of the tile
   const int row0 = static_cast<int>(blockIdx.x) * kTiledRows, tok0 = static_cast<int>(blockIdx.y) * kTiledTokens;
   const int nseg = a.in / kSegK;
-  auto bound = [&](int s) { return s * nseg / kTiledSlices; };  // first segment of slice s
+  auto bound = [&](int s) { return s * nseg / kSkinnySlices; };  // first segment of slice s
   const int niter = (nseg + BKS - 1) / BKS;
 
   __nv_bfloat16* const smem = reinterpret_cast<__nv_bfloat16*>(tiled_smem);
@@ -167,7 +166,7 @@ __global__ void __launch_bounds__(kTiledThreads, MINB) SkinnyTiledKernel(const S
   // The walk: slice by slice, segment by segment; every BKS segments the next stage is entered (its copies
   // waited for, the stage read before it refilled).
   int it = 0, st = 0, st_fill = STAGES - 1, j = BKS, stage_off = 0;
-  for (int slice = 0; slice < kTiledSlices; ++slice) {
+  for (int slice = 0; slice < kSkinnySlices; ++slice) {
     for (int k = bound(slice + 1) - bound(slice); k > 0; --k) {
       if (j == BKS) {
         SkinnyCpAsyncWait<STAGES - 2>();  // this thread's copies of stage `it` have landed
