@@ -391,7 +391,7 @@ int main(int argc, char** argv) {
       if (has("fuse")) tu.fused_qkv = fp::CudaEngineOptions::FusedQkv::kOn;
       tu.batch_invariant = has("det");
       if (has("det") && has("skinny")) tu.batch_invariant_gemm = fp::CudaEngineOptions::InvariantGemm::kSkinny;
-      e.SetDecodeTuning(tu);
+      OK(e.SetDecodeTuning(tu));
       const bool graphs = tu.decode_graphs;
       const int gemv = tu.gemv_max_batch, split = tu.split_tokens;
       const auto stats0 = e.decode_stats();
@@ -512,7 +512,7 @@ int main(int argc, char** argv) {
       ver.reset();
       CK(cudaFree(d_next));
       for (SeqId s : seqs) OK(e.FreeSequence(s));
-      e.SetDecodeTuning(fp::CudaLlama::DecodeTuning{});
+      OK(e.SetDecodeTuning(fp::CudaLlama::DecodeTuning{}));
     }
   }
   const std::string date = fp::bench::TodayUtc();

@@ -3,8 +3,10 @@
 // tokens, plus a sweep of the skinny kernel's template parameters (rows/warp NR, warps/block W, segments in
 // flight U) that picked the engine's configuration. Rate = weight bytes / time against the d2d copy rate
 // measured in the same run; the weights rotate through 1 GiB so no launch finds its matrix in L2. Median of
-// 15 event-timed launches after 3 warm-ups. Usage: bench_gemm [--json PATH] [--quick] [--tiled] [--ncu]
+// 15 event-timed launches after 3 warm-ups. The engine's kernel runs in both weight layouts (row-major and
+// segment-tiled: WeightLayout). Usage: bench_gemm [--json PATH] [--quick] [--tiled] [--stream] [--ncu]
 // (--tiled: only 17, 32 and 64 tokens, the tiled schedule's stage shapes against the register schedule;
+// --stream: only 1, 8 and 16 tokens, the streaming schedule's configurations in both layouts;
 // --ncu: one launch of the default kernel per n, for profiling).
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -21,6 +23,7 @@
 #include "bench_util.h"
 #include "engine/cuda_engine_kernels.h"
 #include "engine/cuda_skinny_gemm.cuh"
+#include "engine/cuda_skinny_stream.cuh"
 #include "engine/cuda_skinny_tiled.cuh"
 
 namespace {
@@ -56,26 +59,10 @@ Variant V() {
           }};
 }
 
-// A W-ring configuration (SkinnyGemmKernel's RING: W through a per-warp shared-memory ring of RING stages
-// of U segments, contiguous split, W8); MB pins ptxas's register target (these MB values do not spill).
-template <int NR, int U, int RING, int MB>
-Variant VR() {
-  return {
-      "skinny MT1 NR" + std::to_string(NR) + " W8 U" + std::to_string(U) + " ring" + std::to_string(RING) +
-          " minb" + std::to_string(MB),
-      [](const ce::SkinnyArgs& a, cudaStream_t st) {
-        CK((ce::LaunchSkinnyKernel<1, NR, ce::Epilogue::kStore, 8, U, true, MB, true, RING>(a, false, st)));
-      }};
-}
-
 std::vector<Variant> SweepFor(int n) {
   if (n <= 16) {
     return {V<1, 1, 4, 8, false>(), V<1, 1, 4, 8, true, 0, false>(), V<1, 1, 8, 8, true, 0, false>(),
-            V<1, 2, 8, 4>(), V<1, 2, 8, 8, true, 0, false>(), V<1, 4, 8, 2>(),
-            // W ring (shared memory per block): NR2 32/48/64/48/96 KiB, NR4 48/48/64/96 KiB, NR1 64/48 KiB
-            VR<2, 1, 4, 4>(), VR<2, 2, 3, 4>(), VR<2, 2, 4, 3>(), VR<2, 1, 6, 3>(), VR<2, 4, 3, 2>(),
-            VR<4, 1, 3, 3>(), VR<4, 1, 3, 4>(), VR<4, 1, 4, 3>(), VR<4, 2, 3, 2>(), VR<1, 4, 4, 3>(),
-            VR<1, 2, 6, 4>()};
+            V<1, 2, 8, 4>(), V<1, 2, 8, 8, true, 0, false>(), V<1, 4, 8, 2>()};
   }
   if (n <= 32)
     return {V<2, 2, 4, 4, false>(), V<2, 2, 8, 4, true, 0, false>(), V<2, 4, 8, 2, true, 0, false>()};
@@ -92,12 +79,27 @@ Variant VT() {
           }};
 }
 
+// A streaming configuration (cuda_skinny_stream.cuh): NR row tiles a tile, RING stages, MINB blocks/SM; the
+// args' layout.
+template <int NR, int RING, int MINB>
+Variant VS() {
+  return {"stream NR" + std::to_string(NR) + " ring" + std::to_string(RING) + " minb" + std::to_string(MINB),
+          [](const ce::SkinnyArgs& a, cudaStream_t st) {
+            static const int sms = [] {
+              int v = 0;
+              CK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, 0));
+              return v;
+            }();
+            CK((ce::LaunchSkinnyStreamKernel<NR, ce::Epilogue::kStore, RING, MINB>(a, sms, false, st)));
+          }};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // lines survive an abort
   std::string json_path;
-  bool quick = false, ncu = false, tiled = false;
+  bool quick = false, ncu = false, tiled = false, stream = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--json" && i + 1 < argc)
@@ -108,8 +110,10 @@ int main(int argc, char** argv) {
       ncu = true;
     else if (a == "--tiled")
       tiled = true;
+    else if (a == "--stream")
+      stream = true;
     else {
-      std::fprintf(stderr, "usage: bench_gemm [--json PATH] [--quick] [--tiled] [--ncu]\n");
+      std::fprintf(stderr, "usage: bench_gemm [--json PATH] [--quick] [--tiled] [--stream] [--ncu]\n");
       return 2;
     }
   }
@@ -126,6 +130,8 @@ int main(int argc, char** argv) {
   float* y = nullptr;
   CK(cudaMalloc(&x, size_t{2} * max_n * max_in));
   CK(cudaMalloc(&y, size_t{4} * max_n * max_out));
+  bf16* h = nullptr;  // SwiGLU outputs [max_n, max_out / 2]
+  CK(cudaMalloc(&h, size_t{2} * max_n * max_out / 2));
   OK(ce::LaunchRandomBf16(x, size_t{max_n} * max_in, 2, 1.f, st));
   cublasHandle_t blas;
   cublasCreate(&blas);
@@ -133,6 +139,11 @@ int main(int argc, char** argv) {
   const double copy_tbps = ncu ? 0 : fp::bench::CopyTbps(st);
   std::printf("device: %s, %d SMs | d2d copy %.2f TB/s\n", prop.name, prop.multiProcessorCount, copy_tbps);
 
+  if (stream) {
+    std::printf("stream blocks/SM: NR2 ring6 minb2 %d, NR4 ring3 minb2 %d\n",
+                ce::SkinnyStreamBlocksPerSm<2, ce::Epilogue::kStore, 6, 2>(),
+                ce::SkinnyStreamBlocksPerSm<4, ce::Epilogue::kStore, 3, 2>());
+  }
   if (ncu) {  // one launch each of the engine's kernel for o (n = 1, 16, 64) and gate|up (n = 64): `ncu -k
               // regex:Skinny bench_gemm --ncu`
     for (int n : {1, 16, 64}) OK(ce::LaunchSkinnyGemm(pool, 4096, 4096, x, n, y, 0.f, false, st));
@@ -166,7 +177,10 @@ int main(int argc, char** argv) {
 
   nlohmann::json rows = nlohmann::json::array();
   std::printf("%-8s %3s %-28s %9s %8s %7s\n", "matrix", "n", "kernel", "us", "GB/s", "%copy");
-  for (int n : tiled ? std::vector<int>{17, 32, 64} : std::vector<int>{1, 2, 4, 8, 16, 32, 64}) {
+  const std::vector<int> ns = tiled    ? std::vector<int>{17, 32, 64}
+                               : stream ? std::vector<int>{1, 8, 16}
+                                        : std::vector<int>{1, 2, 4, 8, 16, 32, 64};
+  for (int n : ns) {
     for (const Shape& s : kShapes) {
       if (quick && std::string(s.name) != "o" && std::string(s.name) != "gate|up") continue;
       if (tiled && std::string(s.name) == "lm_head") continue;
@@ -190,6 +204,38 @@ int main(int argc, char** argv) {
                             CUDA_R_16BF, s.in, &zero, y, CUDA_R_32F, s.out, CUBLAS_COMPUTE_32F,
                             CUBLAS_GEMM_DEFAULT);
              }));
+      // The engine's schedules in both weight layouts (cuda_engine_kernels.h: WeightLayout).
+      const ce::WeightLayout kRow = ce::WeightLayout::kRowMajor, kTiledW = ce::WeightLayout::kSegmentTiled;
+      auto engine_rows = [&] {
+        for (const ce::WeightLayout lay : {kRow, kTiledW}) {
+          const std::string tag = lay == kRow ? "" : " tiled-W";
+          report("skinny (engine)" + tag, time_us(s, [&](const bf16* w) {
+                   OK(ce::LaunchSkinnyGemm(w, s.out, s.in, x, n, y, 0.f, false, st, lay));
+                 }));
+          if (std::string(s.name) == "gate|up") {
+            report("swiglu skinny (engine)" + tag, time_us(s, [&](const bf16* w) {
+                     OK(ce::LaunchSkinnyGemmSwiGlu(w, s.out / 2, s.in, x, n, h, false, st, lay));
+                   }));
+          }
+        }
+      };
+      if (stream) {  // the streaming schedule's configurations (n <= 16) in both layouts, against the fp32 GEMV
+        if (n == 1) {
+          report("gemv (engine)",
+                 time_us(s, [&](const bf16* w) { OK(ce::LaunchGemvBf16(w, s.out, s.in, x, n, y, 0.f, st)); }));
+        }
+        engine_rows();
+        // shared memory a block: NR2 ring3/4/6 56/72/104 KiB, NR1 ring6 76, NR4 ring3/4 88/112
+        for (const Variant& v : {VS<2, 3, 4>(), VS<2, 4, 3>(), VS<2, 6, 2>(), VS<1, 6, 2>(), VS<4, 3, 2>(),
+                                 VS<4, 4, 2>()}) {
+          for (const ce::WeightLayout lay : {kRow, kTiledW}) {
+            report(v.name + (lay == kRow ? "" : " tiled-W"), time_us(s, [&](const bf16* w) {
+                     v.launch(ce::SkinnyArgs{w, x, y, h, s.out, s.in, n, 0.f, lay}, st);
+                   }));
+          }
+        }
+        continue;
+      }
       if (n <= ce::kGemvMaxRows && !tiled) {  // (n = 2, 4: where the GEMV stops paying, for gemv_max_batch)
         report("gemv (engine)",
                time_us(s, [&](const bf16* w) { OK(ce::LaunchGemvBf16(w, s.out, s.in, x, n, y, 0.f, st)); }));
@@ -199,9 +245,7 @@ int main(int argc, char** argv) {
                  }));
         }
       }
-      report("skinny (engine)", time_us(s, [&](const bf16* w) {
-               OK(ce::LaunchSkinnyGemm(w, s.out, s.in, x, n, y, 0.f, false, st));
-             }));
+      engine_rows();
       if (tiled) {
         report("skinny register MT4 NR4 U2", time_us(s, [&](const bf16* w) {
                  CK((ce::LaunchSkinnyKernel<4, 4, ce::Epilogue::kStore, 8, 2, true, 0, false>(

@@ -163,8 +163,10 @@ class CudaLlama {
     CudaEngineOptions::InvariantGemm batch_invariant_gemm = CudaEngineOptions::InvariantGemm::kCublasPadded;
   };
   // Replaces those fields of options() (an invalid split_tokens or threshold is ignored, batch_invariant is
-  // ignored where the shapes do not allow it) and drops the captured graphs.
-  void SetDecodeTuning(const DecodeTuning& tuning);
+  // ignored where the shapes do not allow it), drops the captured graphs and moves the GEMM weights to the layout
+  // the new options want (segment-tiled in the skinny batch-invariant mode; the same results either way). An
+  // error (no memory for the move's scratch) leaves the old options in place.
+  Status SetDecodeTuning(const DecodeTuning& tuning);
   struct DecodeStats {
     int64_t graph_captures = 0, graph_replays = 0;
   };

@@ -42,6 +42,13 @@ struct Signature {
   bool operator==(const Signature&) const = default;
 };
 
+std::string Describe(const Signature& s) {
+  return "tokens " + std::to_string(s.T) + ", heads " + std::to_string(s.Hq) + "/" + std::to_string(s.Hkv) +
+         ", head_dim " + std::to_string(s.d) + ", anchor " + std::to_string(s.A) + ", page " + std::to_string(s.P) +
+         ", blocks " + std::to_string(s.NB) + ", seqs " + std::to_string(s.num_seqs) + ", table stride " +
+         std::to_string(s.max_blocks) + (s.causal ? ", causal" : "");
+}
+
 Signature SignatureOf(const AttentionParams& p) {
   return {p.num_tokens(), p.num_q_heads(), p.num_kv_heads(), p.head_dim(), p.anchor_len(), p.page_size(),
           p.num_blocks(), p.q.dtype,       p.batch.num_seqs, p.batch.max_blocks_per_seq, p.causal};
@@ -304,7 +311,8 @@ Status AttentionDecodePlan::Run(const AttentionParams& p, cudaStream_t stream) c
   const Impl& im = *impl_;
   if (p.q.rank != 3 || p.k_pool.rank != 4 || p.v_pool.rank != 4 || p.o.rank != 3 ||
       (p.anchor_len() > 0 && p.anchor_v.rank != 3) || !(SignatureOf(p) == im.sig)) {
-    return InvalidArgument("decode: Run() with tensors or batch that differ from the planned ones");
+    return InvalidArgument("decode: Run() with tensors or batch that differ from the planned ones (planned " +
+                           Describe(im.sig) + "; got " + Describe(SignatureOf(p)) + ")");
   }
   FP_RETURN_IF_ERROR(CheckDeviceParams(p));
   if (p.o.shape != p.q.shape || p.v_pool.shape != p.k_pool.shape ||

@@ -22,8 +22,6 @@
 
 namespace fp {
 
-namespace ce = cuda_engine;
-
 namespace {
 
 template <typename T>
@@ -156,20 +154,22 @@ Status CudaLlama::Impl::AllocWeights() {
   const auto d = static_cast<size_t>(c.d_model), qd = static_cast<size_t>(c.q_dim()),
              kvd = static_cast<size_t>(c.kv_dim()), ff = static_cast<size_t>(c.d_ff),
              vocab = static_cast<size_t>(c.vocab_size);
+  // GEMM weights: room for either layout (WeightLayoutRows: rows rounded up to the tile).
+  auto rows = [](size_t r) { return static_cast<size_t>(ce::WeightLayoutRows(static_cast<int64_t>(r))); };
   layers.resize(static_cast<size_t>(c.n_layers));
   for (LayerDev& L : layers) {
     FP_ALLOC(L.attn_norm, float, d);
     FP_ALLOC(L.ffn_norm, float, d);
-    FP_ALLOC(L.wqkv, bf16, (qd + 2 * kvd) * d);
-    FP_ALLOC(L.wo, bf16, d * qd);
-    FP_ALLOC(L.wgu, bf16, 2 * ff * d);
-    FP_ALLOC(L.wdown, bf16, d * ff);
+    FP_ALLOC(L.wqkv, bf16, rows(qd + 2 * kvd) * d);
+    FP_ALLOC(L.wo, bf16, rows(d) * qd);
+    FP_ALLOC(L.wgu, bf16, rows(2 * ff) * d);
+    FP_ALLOC(L.wdown, bf16, rows(d) * ff);
   }
   FP_ALLOC(embd, bf16, vocab * d);
   if (c.tied_embeddings) {
     out_w = embd;
   } else {
-    FP_ALLOC(out_w, bf16, vocab * d);
+    FP_ALLOC(out_w, bf16, rows(vocab) * d);
   }
   FP_ALLOC(out_norm, float, d);
 #undef FP_ALLOC
@@ -193,8 +193,11 @@ bool CudaLlama::Impl::UseFusedQkv(int n) const {
 }
 
 Status CudaLlama::Impl::Gemm(const bf16* w, int out, int in, const bf16* xin, int n, float* y, float beta) {
+  if (w_layout != ce::WeightLayout::kRowMajor && !(opt.batch_invariant && UseSkinny(n))) {
+    return Internal("cuda engine: segment-tiled weights outside the skinny deterministic mode");
+  }
   if (opt.batch_invariant) {
-    if (UseSkinny(n)) return ce::LaunchSkinnyGemm(w, out, in, xin, n, y, beta, pdl(), stream);
+    if (UseSkinny(n)) return ce::LaunchSkinnyGemm(w, out, in, xin, n, y, beta, pdl(), stream, w_layout);
     // One cuBLAS shape for every step: [out] x [kInvariantRows] x [in] per block of token rows. A token's output
     // row depends only on its own input row under a fixed kernel, so it is the same at any n and any row.
     const float alpha = 1.f;
@@ -313,7 +316,7 @@ Status CudaLlama::Impl::EnqueueLayers(int n, const KvBatch& batch, AttentionPara
     FP_RETURN_IF_ERROR(Gemm(L.wo, d, qd, o, n, x, 1.f));  // residual add fused (beta = 1)
     FP_RETURN_IF_ERROR(ce::LaunchRmsNorm(x, L.ffn_norm, n, d, c.rms_eps, xn, stream, pdl()));
     if (UseSkinny(n) && ce::SkinnyGemmSupported(2 * ff, d, L.wgu, xn, n)) {
-      FP_RETURN_IF_ERROR(ce::LaunchSkinnyGemmSwiGlu(L.wgu, ff, d, xn, n, h, pdl(), stream));
+      FP_RETURN_IF_ERROR(ce::LaunchSkinnyGemmSwiGlu(L.wgu, ff, d, xn, n, h, pdl(), stream, w_layout));
     } else if (n == 1 && !opt.batch_invariant && n <= opt.gemv_max_batch && ff % 4 == 0 &&
                ce::GemvSupported(2 * ff, d, L.wgu, xn, n)) {
       FP_RETURN_IF_ERROR(ce::LaunchGemvSwiGluBf16(L.wgu, ff, d, xn, h, stream, pdl()));
@@ -334,6 +337,9 @@ Status CudaLlama::Impl::Step(std::span<const Reservation> res, std::span<const i
   const AttentionBatch host_batch = batch.view();
   // Batch-invariant mode runs prefill chunks through the decode kernel too (multi-query rows, the same fixed
   // split): a query's attention then does not depend on how its KV was built or how many queries share the call.
+  // Other prefill steps run the prefill kernel, never the kept plan of an earlier step (after an eager decode or a
+  // deterministic step, that plan still lives in `plan`).
+  const AttentionDecodePlan* dplan = nullptr;
   if (decode || opt.batch_invariant) {
     FP_RETURN_IF_ERROR(cache->BindLayer(0, batch, &p));
     plan.reset();  // frees the previous step's workspace (cudaFree waits for its last use)
@@ -344,8 +350,9 @@ Status CudaLlama::Impl::Step(std::span<const Reservation> res, std::span<const i
     auto pl = AttentionDecodePlan::Create(p, host_batch, dopt, stream);
     if (!pl.ok()) return pl.status();
     plan.emplace(std::move(pl).value());
+    dplan = &*plan;
   }
-  return EnqueueLayers(n, batch, p, host_batch, plan ? &*plan : nullptr, res, capture);
+  return EnqueueLayers(n, batch, p, host_batch, dplan, res, capture);
 }
 
 int32_t CudaLlama::Impl::DecodeSplit(const KvBatch& batch) const {
@@ -505,6 +512,7 @@ Result<std::unique_ptr<CudaLlama>> CudaLlama::FromWeights(const LlamaWeights& w,
     return InvalidArgument("cuda engine: output norm has the wrong size");
   }
   FP_CUDA_RETURN_IF_ERROR(vec(w.output_norm(), m.out_norm));
+  FP_RETURN_IF_ERROR(m.SetWeightLayout(m.WantedWeightLayout()));
   if (progress) progress(c.n_layers + 1, c.n_layers + 1);
   return std::make_unique<CudaLlama>(std::move(impl), PrivateTag());
 }
@@ -536,6 +544,7 @@ Result<std::unique_ptr<CudaLlama>> CudaLlama::Random(const ModelConfig& config, 
   if (!c.tied_embeddings) FP_RETURN_IF_ERROR(fill(m.out_w, static_cast<size_t>(c.vocab_size), d, 1.f));
   FP_RETURN_IF_ERROR(ce::LaunchFillF32(m.out_norm, d, 1.f, m.stream));
   FP_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(m.stream));
+  FP_RETURN_IF_ERROR(m.SetWeightLayout(m.WantedWeightLayout()));
   return std::make_unique<CudaLlama>(std::move(impl), PrivateTag());
 }
 

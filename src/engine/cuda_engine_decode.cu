@@ -21,8 +21,6 @@
 
 namespace fp {
 
-namespace ce = cuda_engine;
-
 Status CudaLlama::Impl::GraphDecodeStep(std::span<const Reservation> res, std::span<const int32_t> toks,
                                         const KvBatch& batch) {
   const int32_t B = batch.num_seqs(), P = opt.page_size;
@@ -99,9 +97,11 @@ Status CudaLlama::Impl::GraphDecodeStep(std::span<const Reservation> res, std::s
   return Status::Ok();
 }
 
-void CudaLlama::SetDecodeTuning(const DecodeTuning& t) {
-  CudaEngineOptions& o = impl_->opt;
-  const ModelConfig& c = impl_->c;
+Status CudaLlama::SetDecodeTuning(const DecodeTuning& t) {
+  Impl& m = *impl_;
+  const CudaEngineOptions before = m.opt;
+  CudaEngineOptions& o = m.opt;
+  const ModelConfig& c = m.c;
   o.decode_graphs = t.decode_graphs;
   if (t.gemv_max_batch >= 0) o.gemv_max_batch = t.gemv_max_batch;
   if (t.skinny_max_batch >= 0) o.skinny_max_batch = t.skinny_max_batch;
@@ -110,18 +110,23 @@ void CudaLlama::SetDecodeTuning(const DecodeTuning& t) {
   o.fused_merge = t.fused_merge;
   o.fused_qkv = t.fused_qkv;
   const bool skinny_ok = c.d_model % 32 == 0 && c.q_dim() % 32 == 0 && c.d_ff % 32 == 0;
-  const bool padded_ok = impl_->T % Impl::kInvariantRows == 0;
+  const bool padded_ok = m.T % Impl::kInvariantRows == 0;
   o.batch_invariant_gemm = t.batch_invariant_gemm;
   o.batch_invariant =
       t.batch_invariant &&
       (t.batch_invariant_gemm == CudaEngineOptions::InvariantGemm::kSkinny ? skinny_ok : padded_ok);
   const int32_t split_tokens = t.split_tokens;
-  if (split_tokens == -1 || split_tokens == 0 || split_tokens >= 64) impl_->opt.split_tokens = split_tokens;
-  if (impl_->stream != nullptr) cudaStreamSynchronize(impl_->stream);
-  for (auto& [b, g] : impl_->graphs) {  // captured with the old GEMM choice
+  if (split_tokens == -1 || split_tokens == 0 || split_tokens >= 64) o.split_tokens = split_tokens;
+  if (m.stream != nullptr) cudaStreamSynchronize(m.stream);
+  for (auto& [b, g] : m.graphs) {  // captured with the old GEMM choice
     if (g.exec != nullptr) cudaGraphExecDestroy(g.exec);
   }
-  impl_->graphs.clear();
+  m.graphs.clear();
+  if (Status st = m.SetWeightLayout(m.WantedWeightLayout()); !st.ok()) {
+    m.opt = before;
+    return st;
+  }
+  return Status::Ok();
 }
 
 CudaLlama::DecodeStats CudaLlama::decode_stats() const {

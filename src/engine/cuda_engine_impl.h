@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/cuda_check.h"
+#include "engine/cuda_engine_kernels.h"
 #include "fieldprint/attention_cuda.h"
 #include "kvcache/pinned_staging.h"
 #include "fieldprint/cuda_engine.h"
@@ -22,12 +23,15 @@
 namespace fp {
 
 using bf16 = __nv_bfloat16;
+namespace ce = cuda_engine;
 
 inline Status CublasStatus(cublasStatus_t s, const char* what) {
   if (s == CUBLAS_STATUS_SUCCESS) return Status::Ok();
   return Internal(std::string("cuda engine: cuBLAS ") + what + " failed: " + cublasGetStatusName(s));
 }
 
+// The GEMM weights lie in CudaLlama::Impl::w_layout (row-major, or segment-tiled in the skinny deterministic mode),
+// each buffer sized for ce::WeightLayoutRows(rows) rows.
 struct LayerDev {
   float* attn_norm = nullptr;  // [d]
   float* ffn_norm = nullptr;   // [d]
@@ -47,10 +51,12 @@ struct CudaLlama::Impl {
 
   // Weights.
   std::vector<LayerDev> layers;
-  bf16* embd = nullptr;       // [vocab, d]
-  bf16* out_w = nullptr;      // [vocab, d] (== embd when tied)
+  bf16* embd = nullptr;       // [vocab, d] row-major (the embedding lookup's)
+  bf16* out_w = nullptr;      // [vocab, d] in w_layout (== embd when tied and row-major, else tied_out_w)
   float* out_norm = nullptr;  // [d]
   size_t weight_bytes = 0;
+  ce::WeightLayout w_layout = ce::WeightLayout::kRowMajor;
+  DeviceBuffer tied_out_w;  // the LM head's segment-tiled copy of a tied embedding (w_layout tiled only)
 
   // Scratch for T = max(max_batch, max_chunk) tokens.
   int32_t T = 0;
@@ -119,6 +125,11 @@ struct CudaLlama::Impl {
 
   Status Init(const ModelConfig& config, const CudaEngineOptions& o);
   Status AllocWeights();
+  // The layout the options want: segment-tiled in the skinny batch-invariant mode (only the skinny GEMM reads
+  // the weights there), row-major elsewhere (GEMV, cuBLAS). SetWeightLayout moves every GEMM weight there
+  // (cuda_engine_layout.cu; a no-op when already so), synchronising the stream.
+  ce::WeightLayout WantedWeightLayout() const;
+  Status SetWeightLayout(ce::WeightLayout layout);
   // y[n, out] = x[n, in] . W^T + beta y: GEMV, skinny GEMM or cuBLAS (CudaEngineOptions).
   Status Gemm(const bf16* w, int out, int in, const bf16* xin, int n, float* y, float beta);
   // Host arrays of one step -> the fixed device buffers. table: [num_seqs, stride] (host).

@@ -6,6 +6,7 @@
 //          LaunchArgmaxChecked, LaunchSampleBounds (cuda_sample_bounds.cu), LaunchRandomBf16,
 //          LaunchFillF32, LaunchF32ToBf16, GemvSupported, LaunchGemvBf16, LaunchGemvSwiGluBf16, GemvNorm,
 //          GemvNormSupported, LaunchGemvNormRopeBf16 (cuda_gemv.cu),
+//          WeightLayout, kWeightTileRows, WeightLayoutRows, LaunchWeightRelayout (cuda_weight_layout.cu),
 //          SkinnyGemmSupported, SkinnyTiledFills, LaunchSkinnyGemm, LaunchSkinnyGemmSwiGlu (cuda_skinny_gemm.cu)
 // `pdl`: launch with programmatic dependent launch (cuda_pdl.cuh; the caller checks the device is sm_90+).
 #pragma once
@@ -116,18 +117,32 @@ bool GemvNormSupported(int in, const GemvNorm& norm);
 Status LaunchGemvNormRopeBf16(const __nv_bfloat16* w_qkv, int in, const GemvNorm& norm, const RopeWriteArgs& rope,
                               cudaStream_t stream, bool pdl = false);
 
+// How a weight matrix W[out, in] (bf16) lies in memory. kRowMajor: [out][in]. kSegmentTiled: [ceil(out / 16)]
+// [in / 32][16 rows][32 k], so the 32-k segment of a 16-row tile, what the skinny GEMM's warps read at a time,
+// is 1 KiB contiguous instead of 16 pieces of 64 bytes an 8 KiB row apart: DRAM pages are read whole (H200,
+// n = 1, gate|up: 62 us against 70 row-major). Relayout: cuda_weight_layout.cu. Only the skinny GEMM reads it; the engine's
+// deterministic mode keeps its GEMM weights so. Its buffers hold WeightLayoutRows(out) rows (zeros past out).
+enum class WeightLayout : int { kRowMajor = 0, kSegmentTiled = 1 };
+constexpr int kWeightTileRows = 16;
+constexpr int64_t WeightLayoutRows(int64_t out) { return (out + kWeightTileRows - 1) / kWeightTileRows * kWeightTileRows; }
+// dst <- src in layout `to` (src in the other layout), both [WeightLayoutRows(out), in] buffers, in % 32 == 0;
+// the padding rows of a kSegmentTiled dst are zeroed. Not in place.
+Status LaunchWeightRelayout(const __nv_bfloat16* src, int out, int in, WeightLayout to, __nv_bfloat16* dst,
+                            cudaStream_t stream);
+
 // Batch-invariant tensor-core GEMM (cuda_skinny_gemm.cu): y[n, out] = x[n, in] . W[out, in]^T + beta * y (f32
-// out), any n >= 1 (fast for n <= 64), in % 32 == 0, W and x 16-byte aligned (SkinnyGemmSupported). Each token's
-// row of y is bit-identical whatever n is and wherever the token sits in x.
+// out), any n >= 1 (fast for n <= 64), in % 32 == 0, W and x 16-byte aligned (SkinnyGemmSupported), W in either
+// layout (same bits). Each token's row of y is bit-identical whatever n is and wherever the token sits in x.
 bool SkinnyGemmSupported(int out, int in, const void* w, const void* x, int n);
 // Whether n tokens of a matrix with `out` rows run the tiled schedule (cuda_skinny_tiled.cuh): more than 16 tokens
 // and at least one 64 x 128 tile per SM. Same bits either way; for tests and benches that want one schedule.
 bool SkinnyTiledFills(int out, int n);
 Status LaunchSkinnyGemm(const __nv_bfloat16* w, int out, int in, const __nv_bfloat16* x, int n, float* y,
-                        float beta, bool pdl, cudaStream_t stream);
+                        float beta, bool pdl, cudaStream_t stream, WeightLayout layout = WeightLayout::kRowMajor);
 // The same GEMM on a GateUpRow-interleaved gate|up matrix [2*ff, in] with SwiGLU in the epilogue:
 // h[n, ff] = bf16(silu(gate) * up), bit-identical to LaunchSkinnyGemm + LaunchSwiGlu.
 Status LaunchSkinnyGemmSwiGlu(const __nv_bfloat16* w_gate_up, int ff, int in, const __nv_bfloat16* x, int n,
-                              __nv_bfloat16* h, bool pdl, cudaStream_t stream);
+                              __nv_bfloat16* h, bool pdl, cudaStream_t stream,
+                              WeightLayout layout = WeightLayout::kRowMajor);
 
 }  // namespace fp::cuda_engine

@@ -49,7 +49,7 @@ Status CudaLlama::ForwardSampleBounds(SeqId, std::span<const int32_t>, std::span
 Status CudaLlama::Warmup() { return NoCuda(); }
 Status CudaLlama::DecodeStep(std::span<const SeqId>, std::span<const int32_t>) { return NoCuda(); }
 const float* CudaLlama::device_logits() const { return nullptr; }
-void CudaLlama::SetDecodeTuning(const DecodeTuning&) {}
+Status CudaLlama::SetDecodeTuning(const DecodeTuning&) { return NoCuda(); }
 CudaLlama::DecodeStats CudaLlama::decode_stats() const { return {}; }
 Status CudaLlama::DecodeLogits(std::span<const SeqId>, std::span<const int32_t>, std::vector<float>*) {
   return NoCuda();

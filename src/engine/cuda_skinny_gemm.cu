@@ -5,27 +5,25 @@
 //
 // Why: a decode step at B <= 64 is a stream of weight bytes; the GEMM must read W once at any n and keep
 // enough bytes in flight, and in deterministic mode every token's result must not depend on n or on the
-// token's place in the batch (docs/kernel-spec.md, "Skinny GEMM"). Design:
-//   - mma.sync m16n8k16 with tokens as M (16 per m-tile, zero rows past n) and output rows as N: one warp
-//   owns
-//     8 * NR output rows and MT m-tiles (NR, MT grow with n so x traffic through L1 stays below ~3x the W
-//     bytes).
-//   - W is read straight from global memory in 16-byte loads (ld.global.cs, streamed once): lane (g, q) loads
-//   8
+// token's place in the batch (docs/kernel-spec.md, "Skinny GEMM"). Design (the register schedule,
+// cuda_skinny_gemm.cuh):
+//   - mma.sync m16n8k16 with tokens as M (16 per m-tile, zero rows past n) and output rows as N: one warp owns
+//     8 * NR output rows and MT m-tiles (NR, MT grow with n so x traffic through L1 stays below ~3x the W bytes).
+//   - W is read straight from global memory in 16-byte loads (ld.global.cs, streamed once): lane (g, q) loads 8
 //     consecutive k of row g. The mma's k order is permuted (logical k 2q,2q+1 | 2q+8,2q+9 <- physical
 //     8q+0,1 | 8q+2,3 for the first mma, 8q+4..7 for the second), the same permutation on x, so one 16-byte
 //     load is the B fragment of two mmas and no shuffles or shared memory are needed.
-//   - K is cut into 32-element segments; the block's 8 warps own contiguous eighths of them (so a warp's
-//   loads
+//   - K is cut into 32-element segments; the block's 8 warps own contiguous eighths of them (so a warp's loads
 //     in flight are one contiguous run per row), each accumulating in a fixed order; the 8 partial sums are
 //     added in shared memory in warp order. Nothing in this order depends on n, MT, NR or the grid, and an
 //     mma output element depends only on its own A row and B column, so the result per token is bit-identical
 //     for any batch (test SkinnyGemm.BatchInvariant).
-//   - PDL: the first weight segments are loaded before PdlWait() (weights never depend on the previous
-//   kernel).
-// More than 16 tokens run the same arithmetic in a tiled schedule where its 64-token x 128-row tiles fill the
-// SMs (cuda_skinny_tiled.cuh: x and W through shared memory; any n, in tiles of 64 tokens), else in the register
-// schedule (n > 64 in passes of 64 tokens inside one launch, W re-read from L2 per pass).
+//   - PDL: the first weight segments are loaded before PdlWait() (weights never depend on the previous kernel).
+// The same arithmetic runs in two more schedules: up to 16 tokens a streaming one (cuda_skinny_stream.cuh: W and
+// x through per-warp cp.async rings, resident blocks walking the row tiles), and above 16 a tiled one where its
+// 64-token x 128-row tiles fill the SMs (cuda_skinny_tiled.cuh: x and W through shared memory; any n, in tiles of
+// 64 tokens); elsewhere the register schedule (n > 64 in passes of 64 tokens, W re-read from L2 per pass). W may
+// be row-major or segment-tiled (WeightLayout): the layout moves bytes, not arithmetic.
 // defines: SkinnyGemmSupported, SkinnyTiledFills, LaunchSkinnyGemm, LaunchSkinnyGemmSwiGlu (declared in
 // cuda_engine_kernels.h)
 #include <cuda_bf16.h>
@@ -38,6 +36,7 @@
 #include "engine/cuda_engine_kernels.h"
 #include "core/cuda_pdl.cuh"
 #include "engine/cuda_skinny_gemm.cuh"
+#include "engine/cuda_skinny_stream.cuh"
 #include "engine/cuda_skinny_tiled.cuh"
 
 namespace fp::cuda_engine {
@@ -48,18 +47,12 @@ namespace {
 // arithmetic and is picked per n from bench_gemm's sweep (H200: W8 contiguous beat W4 and the interleaved split
 // at n >= 16 and matched them at n = 1).
 
-template <int MT, int NR, int U, bool DB, Epilogue E, int RING = 0, int MINB = 0>
+template <int MT, int NR, int U, bool DB, Epilogue E>
 Status Launch(const SkinnyArgs& a, bool pdl, cudaStream_t stream) {
-  FP_CUDA_RETURN_IF_ERROR((LaunchSkinnyKernel<MT, NR, E, kSkinnySlices, U, true, MINB, DB, RING>(a, pdl, stream)));
+  FP_CUDA_RETURN_IF_ERROR((LaunchSkinnyKernel<MT, NR, E, kSkinnySlices, U, true, 0, DB>(a, pdl, stream)));
   return Status::Ok();
 }
 
-// Up to 16 tokens W goes through a per-warp shared-memory ring (SkinnyGemmKernel's RING) instead of registers:
-// same bits, bytes in flight bounded by shared memory rather than by 128 registers a thread. Of 11 ring rows in
-// bench_gemm (H200, --quick), NR 2, U 1, 6 stages, 3 blocks/SM was the best overall (gemm-h200-2026-11-28, us):
-// o 19.0 -> 17.6 at n = 1 and 20.5 -> 18.9 at n = 16; gate|up 71.6 -> 71.1 and 78.7 -> 76.5 (the register
-// schedule it replaces: 4 row tiles a warp where out >= 6144, else 2). The engine's deterministic mode then cost
-// +9.0% at B = 1 (e2e-det-h200-2026-11-28; the register schedule's last run read +13.0%).
 // Tiled schedule (17+ tokens): 2 segments a stage, 4 stages (96 KiB) and 128 registers, so two blocks share an
 // SM (bench_gemm --tiled, H200, gate|up at 64 tokens: 98.5 us; one block of 6 stages: 109.5; cuBLAS 73.2).
 constexpr int kTiledBks = 2, kTiledStages = 4, kTiledMinBlocks = 2;
@@ -77,14 +70,27 @@ int DeviceSms() {
   return sms;
 }
 
-// Which schedule runs (all compute the same bits): up to 16 tokens the W ring; above, the tiled schedule where
+// Up to 16 tokens the streaming schedule (cuda_skinny_stream.cuh), in the configurations bench_gemm --stream chose
+// on segment-tiled W (H200, us for q|k|v, o, gate|up, down): n <= 8: 2 row tiles, 4 stages, 3 blocks an SM:
+// 18.9, 15.4, 64.3, 34.5 at n = 1 (the fp32 GEMV: 19.9, 15.5, 61.9, 37.2; the row-major W ring it replaced, on
+// the same kind of card: 20.9, 16.6, 70.2, 39.7); 9-16: 4 row tiles, 4 stages, 2 blocks: 20.6, 16.3, 67.7, 35.8
+// at n = 16 (2 row tiles: 20.2, 16.3, 72.0, 39.6).
+template <Epilogue E>
+Status LaunchStream(const SkinnyArgs& a, bool pdl, cudaStream_t stream) {
+  const cudaError_t e = a.n <= 8 ? LaunchSkinnyStreamKernel<2, E, 4, 3>(a, DeviceSms(), pdl, stream)
+                                 : LaunchSkinnyStreamKernel<4, E, 4, 2>(a, DeviceSms(), pdl, stream);
+  FP_CUDA_RETURN_IF_ERROR(e);
+  return Status::Ok();
+}
+
+// Which schedule runs (all compute the same bits): up to 16 tokens the streaming one; above, the tiled schedule where
 // its 64 x 128 tiles fill the SMs (gate|up and the LM head at 17-64 tokens, every matrix at prefill lengths),
 // else the register schedule with 2 or 4 m-tiles a warp (q|k|v, o, down at 17-64 tokens, where it beat the
 // tiled one: H200 at 64 tokens, us, gemm-tiled-h200-2026-11-28: o 26 vs 60, q|k|v 44 vs 59, down 68 vs 178;
 // with a K split that was removed, 46-53, 53-59 and 70-77).
 template <Epilogue E>
 Status Dispatch(const SkinnyArgs& a, bool pdl, cudaStream_t stream) {
-  if (a.n <= 16) return Launch<1, 2, 1, true, E, 6, 3>(a, pdl, stream);
+  if (a.n <= kStreamMaxTokens) return LaunchStream<E>(a, pdl, stream);
   if (SkinnyTiledFills(a.out, a.n)) {
     FP_CUDA_RETURN_IF_ERROR((LaunchSkinnyTiledKernel<E, kTiledBks, kTiledStages, kTiledMinBlocks>(a, pdl, stream)));
     return Status::Ok();
@@ -106,23 +112,23 @@ bool SkinnyGemmSupported(int out, int in, const void* w, const void* x, int n) {
 }
 
 Status LaunchSkinnyGemm(const __nv_bfloat16* w, int out, int in, const __nv_bfloat16* x, int n, float* y,
-                        float beta, bool pdl, cudaStream_t stream) {
+                        float beta, bool pdl, cudaStream_t stream, WeightLayout layout) {
   if (!SkinnyGemmSupported(out, in, w, x, n) || y == nullptr) {
     return InvalidArgument("skinny gemm: unsupported shape (n " + std::to_string(n) + ", in " +
                            std::to_string(in) + ", out " + std::to_string(out) +
                            ": in must be a multiple of 32) or unaligned operands");
   }
-  return Dispatch<Epilogue::kStore>(SkinnyArgs{w, x, y, nullptr, out, in, n, beta}, pdl, stream);
+  return Dispatch<Epilogue::kStore>(SkinnyArgs{w, x, y, nullptr, out, in, n, beta, layout}, pdl, stream);
 }
 
 Status LaunchSkinnyGemmSwiGlu(const __nv_bfloat16* w_gate_up, int ff, int in, const __nv_bfloat16* x, int n,
-                              __nv_bfloat16* h, bool pdl, cudaStream_t stream) {
+                              __nv_bfloat16* h, bool pdl, cudaStream_t stream, WeightLayout layout) {
   if (ff <= 0 || ff % 4 != 0 || !SkinnyGemmSupported(2 * ff, in, w_gate_up, x, n) || h == nullptr) {
     return InvalidArgument("skinny gemm swiglu: unsupported shape (n " + std::to_string(n) + ", in " +
                            std::to_string(in) + ", ff " + std::to_string(ff) +
                            ": in a multiple of 32, ff of 4) or unaligned operands");
   }
-  return Dispatch<Epilogue::kSwiGlu>(SkinnyArgs{w_gate_up, x, nullptr, h, 2 * ff, in, n, 0.f}, pdl, stream);
+  return Dispatch<Epilogue::kSwiGlu>(SkinnyArgs{w_gate_up, x, nullptr, h, 2 * ff, in, n, 0.f, layout}, pdl, stream);
 }
 
 }  // namespace fp::cuda_engine

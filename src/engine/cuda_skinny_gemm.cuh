@@ -1,7 +1,7 @@
 // engine/cuda_skinny_gemm.cuh — the skinny GEMM kernel template (design: cuda_skinny_gemm.cu). Internal to
 // src/engine and bench/cuda/bench_gemm.cu (which sweeps the template parameters).
-// defines: SkinnyArgs, Epilogue, SkinnyGemmKernel, SkinnySmemBytes, LaunchSkinnyKernel, kSegK, kPassTokens,
-//          kSkinnySlices
+// defines: SkinnyArgs, SkinnyWRow, SkinnyWSegStride, Epilogue, SkinnyGemmKernel, LaunchSkinnyKernel, kSegK,
+//          kPassTokens, kSkinnySlices
 #pragma once
 
 #include <cuda_bf16.h>
@@ -47,13 +47,26 @@ __device__ __forceinline__ void SkinnyCpAsyncWait() {
 }
 
 struct SkinnyArgs {
-  const __nv_bfloat16* w;  // [out, in]
+  const __nv_bfloat16* w;  // [out, in] in `layout` (WeightLayout, cuda_engine_kernels.h)
   const __nv_bfloat16* x;  // [n, in]
   float* y;                // [n, out]       (kStore)
   __nv_bfloat16* h;        // [n, out / 2]   (kSwiGlu)
   int out, in, n;
   float beta;
+  WeightLayout layout = WeightLayout::kRowMajor;
 };
+
+// Element offset of W[row][0] and the elements between a row's consecutive 32-k segments, in either layout:
+// W[row][s * 32 + kk] is at SkinnyWRow(a, row) + s * SkinnyWSegStride(a) + kk.
+__device__ __forceinline__ int64_t SkinnyWRow(const SkinnyArgs& a, int row) {
+  if (a.layout == WeightLayout::kSegmentTiled) {
+    return (int64_t{row / kWeightTileRows} * (a.in / kSegK) * kWeightTileRows + row % kWeightTileRows) * kSegK;
+  }
+  return int64_t{row} * a.in;
+}
+__device__ __forceinline__ int SkinnyWSegStride(const SkinnyArgs& a) {
+  return a.layout == WeightLayout::kSegmentTiled ? kWeightTileRows * kSegK : kSegK;
+}
 
 enum class Epilogue { kStore, kSwiGlu };
 
@@ -65,33 +78,15 @@ __host__ __device__ constexpr int SkinnyRedSlots(int warps, int elems) {
   return slots;
 }
 
-// Dynamic shared memory of one block: none on the register path (RING 0); else the W ring ([W warps][RING
-// stages][U segments][NR row tiles][32 lanes] x 16 bytes), which the cross-warp sum reuses after the K loop.
-template <int MT, int NR, int W, int U, int RING>
-__host__ __device__ constexpr int SkinnySmemBytes() {
-  if (RING == 0) return 0;
-  const int ring = W * RING * U * NR * 32 * 16;
-  const int red = SkinnyRedSlots(W, MT * NR * 32 * 4) * MT * NR * 32 * 4 * 4;
-  return ring > red ? ring : red;
-}
-
 // MT m-tiles (16 tokens each) and NR row tiles (8 rows each) per warp; W warps per block splitting K (a
 // deployment constant: it fixes the summation order); U segments whose W loads are in flight per lane before
 // the first is used. CONTIG: warp w owns the contiguous K range of segments [w * nseg / W, (w + 1) * nseg /
 // W), so its U in-flight loads are U * 64 contiguous bytes of each row (DRAM page locality); else segments w,
 // w + W, ... MINB: minimum blocks per SM for __launch_bounds__ (0 = none): caps registers to raise occupancy.
 // DB: double-buffer the W registers (the next U segments load while this U is used) or not (half the
-// registers: more resident warps carry the loads in flight instead).
-// RING > 0: W goes through a per-warp shared-memory ring of RING stages of U segments instead of registers
-// (DB unused). Each lane cp.asyncs the same 16-byte pieces load_w would load into its own lane-linear slots
-// and reads back only those (conflict-free lds.128), so its own cp.async.wait_group is all the
-// synchronization; RING - 1 stages stay in flight. Bytes in flight are bounded by shared memory, not
-// registers, so more warps are resident. The segments, mma order and sums are the register path's: the bits
-// are the same.
-template <int MT, int NR, Epilogue E, int W, int U, bool CONTIG = true, int MINB = 0, bool DB = true,
-          int RING = 0>
+// registers: more resident warps carry the loads in flight instead). W in either layout (SkinnyWRow).
+template <int MT, int NR, Epilogue E, int W, int U, bool CONTIG = true, int MINB = 0, bool DB = true>
 __global__ void __launch_bounds__(W * 32, MINB) SkinnyGemmKernel(const SkinnyArgs a) {
-  static_assert(RING == 0 || RING >= 2, "skinny gemm: a ring needs >= 2 stages");
   constexpr int kWarps = W;
   const int warp = static_cast<int>(threadIdx.x) >> 5, lane = static_cast<int>(threadIdx.x) & 31;
   const int g = lane >> 2, q = lane & 3;
@@ -104,10 +99,11 @@ __global__ void __launch_bounds__(W * 32, MINB) SkinnyGemmKernel(const SkinnyArg
   auto seg = [&](int i) { return CONTIG ? seg_lo + i : warp + i * kWarps; };
 
   const uint4* wrow[NR];
+  const int seg_stride = SkinnyWSegStride(a) / 8;  // in 16-byte pieces
 #pragma unroll
   for (int r = 0; r < NR; ++r) {
     const int row = min(row_base + r * 8 + g, a.out - 1);  // rows past `out` load a real row, never stored
-    wrow[r] = reinterpret_cast<const uint4*>(a.w + int64_t{row} * a.in) + q;
+    wrow[r] = reinterpret_cast<const uint4*>(a.w + SkinnyWRow(a, row)) + q;
   }
   auto load_w = [&](uint4(&wv)[U][NR], int it0) {
 #pragma unroll
@@ -115,7 +111,7 @@ __global__ void __launch_bounds__(W * 32, MINB) SkinnyGemmKernel(const SkinnyArg
       const int s = seg(it0 + u);
 #pragma unroll
       for (int r = 0; r < NR; ++r)
-        wv[u][r] = it0 + u < my_segs ? __ldcs(wrow[r] + s * (kSegK / 8)) : make_uint4(0, 0, 0, 0);
+        wv[u][r] = it0 + u < my_segs ? __ldcs(wrow[r] + s * seg_stride) : make_uint4(0, 0, 0, 0);
     }
   };
 
@@ -124,42 +120,10 @@ __global__ void __launch_bounds__(W * 32, MINB) SkinnyGemmKernel(const SkinnyArg
   constexpr int kSlots = SkinnyRedSlots(kWarps, kElems);
   static_assert(kSlots * kElems * 4 <= 48 * 1024 && kWarps % kSlots == 0, "skinny gemm: tile too large");
   constexpr int kPer = (kElems + kWarps * 32 - 1) / (kWarps * 32);  // elements summed per thread
-  // Static on the register path; on the ring path the ring's memory, once every warp has left its K loop.
-  extern __shared__ uint4 skinny_dyn_smem[];  // [W][RING][U][NR][32] 16-byte W pieces (RING > 0)
-  __shared__ float red_static[RING > 0 ? 1 : kSlots * kElems];
-  using Red = float[kSlots][MT][NR][32][4];
-  Red& red = *reinterpret_cast<Red*>(RING > 0 ? static_cast<void*>(skinny_dyn_smem) : red_static);
-
-  // The ring: this lane's slot of stage st, segment u, row tile r is ring[((st * U + u) * NR + r) * 32].
-  constexpr int kStage = U * NR * 32;  // uint4 per stage of one warp
-  const uint4* const ring = skinny_dyn_smem + warp * (RING * kStage) + lane;
-  const uint32_t ring_s = static_cast<uint32_t>(__cvta_generic_to_shared(ring));
-  uint64_t pol = 0;
-  if constexpr (RING > 0) pol = SkinnyEvictFirst();
-  // Copies the pieces of segment group `grp` (segments grp * U ..) into stage `st` and commits them as one
-  // group, empty past my_segs (the consumer skips those segments, as the register path does), so that the
-  // group count stays uniform for wait_group.
-  auto issue = [&](int grp, int st) {
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int i = grp * U + u;
-      if (i >= my_segs) break;
-      const int s = seg(i);
-#pragma unroll
-      for (int r = 0; r < NR; ++r)
-        SkinnyCpAsync16(ring_s + static_cast<uint32_t>(((st * U + u) * NR + r) * 32 * 16),
-                        wrow[r] + s * (kSegK / 8), pol);
-    }
-    SkinnyCpAsyncCommit();
-  };
+  __shared__ float red[kSlots][MT][NR][32][4];
 
   uint4 wv[U][NR];
-  if constexpr (RING > 0) {
-#pragma unroll
-    for (int i = 0; i < RING - 1; ++i) issue(i, i);  // before the wait: weights are constant
-  } else {
-    load_w(wv, 0);  // before the wait: weights are constant
-  }
+  load_w(wv, 0);  // before the wait: weights are constant
   PdlWait();
   PdlLaunchDependents();
 
@@ -187,48 +151,24 @@ __global__ void __launch_bounds__(W * 32, MINB) SkinnyGemmKernel(const SkinnyArg
         }
       }
     };
-    if constexpr (RING > 0) {
-      if (pass0 > 0) {
+    if (pass0 > 0) load_w(wv, 0);
+    for (int it = 0; it < my_segs; it += U) {
+      uint4 wn[U][NR];
+      if (DB && it + U < my_segs) load_w(wn, it + U);  // next group in flight while this one is used
 #pragma unroll
-        for (int i = 0; i < RING - 1; ++i) issue(i, i);
+      for (int u = 0; u < U; ++u) {
+        if (it + u >= my_segs) continue;  // (not break: the loop must stay unrolled for wv's registers)
+        mma_seg(it + u, wv[u]);
       }
-      int st = 0;  // stage of group grp (group grp + RING - 1 goes to the one before)
-      for (int grp = 0; grp * U < my_segs; ++grp) {
-        SkinnyCpAsyncWait<RING - 2>();  // this lane's copies of group grp have landed
-        // Refill the stage read in the previous iteration: its values are in registers and used by now.
-        issue(grp + RING - 1, st == 0 ? RING - 1 : st - 1);
-        const uint4* const stage = ring + st * kStage;
+      if (it + U < my_segs) {
+        if constexpr (DB) {
 #pragma unroll
-        for (int u = 0; u < U; ++u) {
-          if (grp * U + u >= my_segs) continue;
-          uint4 wr[NR];
+          for (int u = 0; u < U; ++u) {
 #pragma unroll
-          for (int r = 0; r < NR; ++r) wr[r] = stage[(u * NR + r) * 32];
-          mma_seg(grp * U + u, wr);
-        }
-        st = st + 1 == RING ? 0 : st + 1;
-      }
-      __syncthreads();  // every warp is out of its ring before `red` reuses it
-    } else {
-      if (pass0 > 0) load_w(wv, 0);
-      for (int it = 0; it < my_segs; it += U) {
-        uint4 wn[U][NR];
-        if (DB && it + U < my_segs) load_w(wn, it + U);  // next group in flight while this one is used
-#pragma unroll
-        for (int u = 0; u < U; ++u) {
-          if (it + u >= my_segs) continue;  // (not break: the loop must stay unrolled for wv's registers)
-          mma_seg(it + u, wv[u]);
-        }
-        if (it + U < my_segs) {
-          if constexpr (DB) {
-#pragma unroll
-            for (int u = 0; u < U; ++u) {
-#pragma unroll
-              for (int r = 0; r < NR; ++r) wv[u][r] = wn[u][r];
-            }
-          } else {
-            load_w(wv, it + U);
+            for (int r = 0; r < NR; ++r) wv[u][r] = wn[u][r];
           }
+        } else {
+          load_w(wv, it + U);
         }
       }
     }
@@ -288,21 +228,12 @@ __global__ void __launch_bounds__(W * 32, MINB) SkinnyGemmKernel(const SkinnyArg
   }
 }
 
-// Launches one configuration (grid: a block per 8 * NR rows). A ring opts in to its dynamic shared memory
-// (needed above 48 KiB) once per instantiation, on the current device (the engine uses one).
-template <int MT, int NR, Epilogue E, int W, int U, bool CONTIG = true, int MINB = 0, bool DB = true,
-          int RING = 0>
+// Launches one configuration (grid: a block per 8 * NR rows).
+template <int MT, int NR, Epilogue E, int W, int U, bool CONTIG = true, int MINB = 0, bool DB = true>
 cudaError_t LaunchSkinnyKernel(const SkinnyArgs& a, bool pdl, cudaStream_t stream) {
-  constexpr int kSmem = SkinnySmemBytes<MT, NR, W, U, RING>();
-  static_assert(kSmem <= 227 * 1024, "skinny gemm: ring larger than a block's shared memory");
-  constexpr auto kernel = SkinnyGemmKernel<MT, NR, E, W, U, CONTIG, MINB, DB, RING>;
-  if constexpr (RING > 0) {
-    static const cudaError_t attr =
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
-    if (attr != cudaSuccess) return attr;
-  }
+  constexpr auto kernel = SkinnyGemmKernel<MT, NR, E, W, U, CONTIG, MINB, DB>;
   const dim3 grid(static_cast<unsigned>((a.out + 8 * NR - 1) / (8 * NR)));
-  return LaunchKernel(pdl, kernel, grid, dim3(W * 32), kSmem, stream, a);
+  return LaunchKernel(pdl, kernel, grid, dim3(W * 32), 0, stream, a);
 }
 
 }  // namespace fp::cuda_engine

@@ -71,16 +71,17 @@ __global__ void __launch_bounds__(kTiledThreads, MINB) SkinnyTiledKernel(const S
   const uint64_t pol = SkinnyEvictFirst();
   // The copy plan, fixed for the whole K walk (address math once, not per stage).
   // W: chunk c = tid + i * 256 of a stage is the 16 bytes at shared offset c * 16 of its W part ([BKS][128
-  // rows][32 k]): segment c / 512, row (c / 4) % 128, k piece c % 4; its source moves 32 k per segment. Rows
-  // past `out` load a real row, never stored.
+  // rows][32 k]): segment c / 512, row (c / 4) % 128, k piece c % 4; its source moves SkinnyWSegStride a
+  // segment (either layout). Rows past `out` load a real row, never stored.
   constexpr int kWChunks = BKS * kTiledRows * 4 / kTiledThreads;
   static_assert(kTiledRows * 4 % kTiledThreads == 0, "skinny tiled: W chunks of a segment fill whole blocks");
   const __nv_bfloat16* wsrc[kWChunks];
+  const int seg_stride = SkinnyWSegStride(a);  // either layout (SkinnyWRow)
 #pragma unroll
   for (int i = 0; i < kWChunks; ++i) {
     const int c = tid + i * kTiledThreads, j = i * kTiledThreads / (kTiledRows * 4);
     const int row = min(row0 + (c >> 2) % kTiledRows, a.out - 1);
-    wsrc[i] = a.w + int64_t{row} * a.in + j * kSegK + (c & 3) * 8;
+    wsrc[i] = a.w + SkinnyWRow(a, row) + j * seg_stride + (c & 3) * 8;
   }
   // x is stored as the mma's A operands, so that one lds.128 is one operand (a natural layout needs four
   // register moves per mma to pair tokens t and t + 8, and the kernel was issue-bound on them): segment j,
@@ -105,7 +106,9 @@ __global__ void __launch_bounds__(kTiledThreads, MINB) SkinnyTiledKernel(const S
 #pragma unroll
     for (int i = 0; i < kWChunks; ++i) {
       const int j = i * kTiledThreads / (kTiledRows * 4);
-      if (it * BKS + j < nseg) SkinnyCpAsync16(dst + i * kTiledThreads * 16, wsrc[i] + it * BKS * kSegK, pol);
+      if (it * BKS + j < nseg) {
+        SkinnyCpAsync16(dst + i * kTiledThreads * 16, wsrc[i] + int64_t{it} * BKS * seg_stride, pol);
+      }
     }
   };
   auto load_x = [&](int it, int st) {

@@ -47,7 +47,7 @@ constexpr Gemm kGemms[] = {Gemm::kCublasPadded, Gemm::kSkinny};
 const char* Name(Gemm g) { return g == Gemm::kSkinny ? "skinny" : "cublas-padded"; }
 
 std::unique_ptr<CudaLlama> MakeEngine(int max_chunk, int max_batch, bool batch_invariant,
-                                      Gemm gemm = Gemm::kCublasPadded) {
+                                      Gemm gemm = Gemm::kCublasPadded, bool tied = false) {
   CudaEngineOptions o;
   o.kv_capacity = 4096;
   o.max_batch = max_batch;
@@ -56,7 +56,9 @@ std::unique_ptr<CudaLlama> MakeEngine(int max_chunk, int max_batch, bool batch_i
   o.split_tokens = 64;  // several splits per sequence: the LSE merge is part of what must not move
   o.batch_invariant = batch_invariant;
   o.batch_invariant_gemm = gemm;
-  auto e = CudaLlama::Random(DetConfig(), kSeed, o);
+  ModelConfig c = DetConfig();
+  c.tied_embeddings = tied;
+  auto e = CudaLlama::Random(c, kSeed, o);
   EXPECT_TRUE(e.ok()) << e.status().ToString();
   return e.ok() ? std::move(e).value() : nullptr;
 }
@@ -249,6 +251,73 @@ TEST(CudaDeterminism, LogitsIndependentOfBatch) {
       EXPECT_TRUE(kv.pages == alone_kv.pages) << "batch " << batch << ": page digests differ from alone";
     }
   }
+}
+
+// The skinny deterministic mode keeps the GEMM weights segment-tiled (cuda_engine_layout.cu): an engine switched
+// into it by SetDecodeTuning (weights relayouted on the device, a tied LM head copied out of the embedding) must
+// give the bits of one loaded in it, and switching back must restore the default mode's results exactly. The
+// vocabulary (500) is not a multiple of the 16-row tile, so the LM head has padding rows.
+TEST(CudaDeterminism, WeightLayoutSwitchKeepsResults) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(9);
+  const auto anchor = Tokens(rng, 11);
+  const auto prompt = Tokens(rng, 29);
+  const int32_t next = Tokens(rng, 1)[0];
+  for (const bool tied : {false, true}) {
+    SCOPED_TRACE(tied ? "tied embeddings" : "separate LM head");
+    auto loaded_det = MakeEngine(128, 4, true, Gemm::kSkinny, tied);
+    auto switched = MakeEngine(128, 4, false, Gemm::kSkinny, tied);
+    auto plain = MakeEngine(128, 4, false, Gemm::kSkinny, tied);
+    ASSERT_TRUE(loaded_det && switched && plain);
+    CudaLlama::DecodeTuning det;
+    det.split_tokens = 64;  // MakeEngine's
+    det.batch_invariant = true;
+    det.batch_invariant_gemm = Gemm::kSkinny;
+    ASSERT_TRUE(switched->SetDecodeTuning(det).ok());
+    const BuildResult want_det = BuildAndDecode(*loaded_det, Build::kOnePrefill, anchor, prompt, next);
+    const BuildResult got_det = BuildAndDecode(*switched, Build::kOnePrefill, anchor, prompt, next);
+    EXPECT_TRUE(SameBits(got_det.decode_logits, want_det.decode_logits)) << "det mode after the switch differs";
+    EXPECT_TRUE(got_det.kv.bytes == want_det.kv.bytes) << "det mode after the switch: KV bytes differ";
+    CudaLlama::DecodeTuning off;
+    off.split_tokens = 64;
+    ASSERT_TRUE(switched->SetDecodeTuning(off).ok());
+    ASSERT_TRUE(plain->SetDecodeTuning(off).ok());
+    const BuildResult want_off = BuildAndDecode(*plain, Build::kOnePrefill, anchor, prompt, next);
+    const BuildResult got_off = BuildAndDecode(*switched, Build::kOnePrefill, anchor, prompt, next);
+    EXPECT_TRUE(SameBits(got_off.decode_logits, want_off.decode_logits)) << "default mode after switching back";
+    EXPECT_TRUE(SameBits(got_off.last_prompt_logits, want_off.last_prompt_logits));
+  }
+}
+
+// A prefill after an eager decode step runs the prefill kernel, not the decode plan that step kept (the engine
+// once handed that plan to the next prefill, which then failed its signature check).
+TEST(CudaDeterminism, PrefillAfterEagerDecodeUsesItsOwnAttention) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(10);
+  const auto first = Tokens(rng, 21), second = Tokens(rng, 17);
+  const int32_t step = Tokens(rng, 1)[0];
+  auto e = MakeEngine(128, 4, false);
+  auto fresh = MakeEngine(128, 4, false);
+  ASSERT_TRUE(e && fresh);
+  CudaLlama::DecodeTuning eager;
+  eager.decode_graphs = false;
+  eager.split_tokens = 64;
+  ASSERT_TRUE(e->SetDecodeTuning(eager).ok());
+  ASSERT_TRUE(fresh->SetDecodeTuning(eager).ok());
+  auto a = e->NewSequence(nullptr);
+  ASSERT_TRUE(a.ok());
+  std::vector<float> l;
+  ASSERT_TRUE(e->Forward(*a, first, 1, &l).ok());
+  const SeqId id = *a;
+  ASSERT_TRUE(e->DecodeLogits(std::span(&id, 1), std::span(&step, 1), &l).ok());
+  auto b = e->NewSequence(nullptr);
+  auto c = fresh->NewSequence(nullptr);
+  ASSERT_TRUE(b.ok() && c.ok());
+  std::vector<float> got, want;
+  const Status st = e->Forward(*b, second, 1, &got);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  ASSERT_TRUE(fresh->Forward(*c, second, 1, &want).ok());
+  EXPECT_TRUE(SameBits(got, want));
 }
 
 }  // namespace

@@ -134,7 +134,7 @@ TEST(CudaEngineGraph, GemmKernelsAgreeAndPdlAndFusionKeepBits) {
       tu.pdl = pdl;
       tu.fused_merge = pdl;
       tu.fused_qkv = fused ? CudaEngineOptions::FusedQkv::kOn : CudaEngineOptions::FusedQkv::kOff;
-      g->SetDecodeTuning(tu);
+      ASSERT_TRUE(g->SetDecodeTuning(tu).ok());
       ASSERT_TRUE(g->DecodeLogits(seqs, t, out).ok());
       for (SeqId s : seqs) ASSERT_TRUE(g->Truncate(s, *g->Length(s) - 1).ok());
     };

@@ -1,0 +1,164 @@
+// skinny_stream_test.cu — the skinny GEMM's streaming schedule (cuda_skinny_stream.cuh: up to 16 tokens)
+// computes the skinny kernel's arithmetic: bit-identical to the register kernel (MT 1) on row-major W, reading W
+// row-major or segment-tiled (relayouted on the device), for the engine's configuration and others, both
+// epilogues, beta 0 (NaN-poisoned output) and 1; grids of one SM's blocks (each block walks many tiles, its ring
+// running on across tile boundaries) and of the device's; odd shapes (a part-filled last tile, in with 1 segment
+// so 7 empty slices, slices of 16 and 17 segments); within the fp64 oracle's bound. Skips without a GPU.
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/cuda_check.h"
+#include "cuda_test_util.h"
+#include "engine/cuda_engine_kernels.h"
+#include "engine/cuda_skinny_gemm.cuh"
+#include "engine/cuda_skinny_stream.cuh"
+#include "gemm_test_util.h"
+
+namespace fp {
+namespace {
+
+namespace ce = cuda_engine;
+using bf16 = __nv_bfloat16;
+using testing::Dev;
+using testing::Host;
+using testing::RandomBf16;
+
+int DeviceSmCount() {
+  int sms = 0;
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  return sms;
+}
+
+// A segment-tiled copy of the row-major device matrix dw [out, in] (WeightLayoutRows(out) rows).
+bf16* Tiled(const bf16* dw, int out, int in) {
+  bf16* t = nullptr;
+  CUDA_CHECK(cudaMalloc(&t, static_cast<size_t>(ce::WeightLayoutRows(out)) * in * sizeof(bf16)));
+  const Status st = ce::LaunchWeightRelayout(dw, out, in, ce::WeightLayout::kSegmentTiled, t, nullptr);
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  return t;
+}
+
+// Each run's grid (one SM's blocks, the device's) and W layout.
+std::vector<std::pair<int, ce::WeightLayout>> Runs() {
+  std::vector<std::pair<int, ce::WeightLayout>> runs;
+  for (const int sms : {1, DeviceSmCount()}) {
+    for (const auto lay : {ce::WeightLayout::kRowMajor, ce::WeightLayout::kSegmentTiled}) runs.emplace_back(sms, lay);
+  }
+  return runs;
+}
+
+template <int NR, int RING, int MINB>
+void CheckStore(int out, uint32_t seed) {
+  constexpr auto kStore = ce::Epilogue::kStore;
+  std::mt19937 rng(seed);
+  for (const int in : {32, 256, 4192, 11008}) {
+    const auto w = RandomBf16(rng, static_cast<size_t>(out) * in, 1.f);
+    bf16* dw = Dev(w);
+    bf16* dwt = Tiled(dw, out, in);
+    for (const int n : {1, 2, 3, 7, 16}) {
+      const auto x = RandomBf16(rng, static_cast<size_t>(n) * in, 1.f);
+      bf16* dx = Dev(x);
+      for (const float beta : {0.f, 1.f}) {
+        const auto y0 = testing::ResidualInput(rng, static_cast<size_t>(n) * out, beta);
+        float* dref = Dev(y0);
+        ASSERT_EQ(cudaSuccess, (ce::LaunchSkinnyKernel<1, NR, kStore, 8, 1>(
+                                   ce::SkinnyArgs{dw, dx, dref, nullptr, out, in, n, beta}, false, nullptr)));
+        const auto ref = Host(dref, y0.size());
+        std::vector<double> want, mag;
+        testing::GemmOracle(w, x, beta != 0.f ? y0 : std::vector<float>(y0.size(), 0.f), beta,
+                            testing::GemmProblem{out, in, n}, &want, &mag);
+        for (const auto& [sms, lay] : Runs()) {
+          SCOPED_TRACE("NR " + std::to_string(NR) + " ring " + std::to_string(RING) + ": out " +
+                       std::to_string(out) + " in " + std::to_string(in) + " n " + std::to_string(n) + " beta " +
+                       std::to_string(beta) + " sms " + std::to_string(sms) + " layout " +
+                       std::to_string(static_cast<int>(lay)));
+          float* dy = Dev(y0);
+          const bf16* wl = lay == ce::WeightLayout::kRowMajor ? dw : dwt;
+          ASSERT_EQ(cudaSuccess, (ce::LaunchSkinnyStreamKernel<NR, kStore, RING, MINB>(
+                                     ce::SkinnyArgs{wl, dx, dy, nullptr, out, in, n, beta, lay}, sms, false, nullptr)));
+          const auto got = Host(dy, y0.size());
+          for (size_t i = 0; i < got.size(); ++i) {
+            ASSERT_TRUE(std::isfinite(got[i])) << "element " << i << " not written";
+            ASSERT_EQ(0, std::memcmp(&got[i], &ref[i], sizeof(float)))
+                << "token " << i / out << " row " << i % out << ": " << got[i] << " vs " << ref[i];
+            ASSERT_LE(std::fabs(got[i] - want[i]), testing::GemmErrorBound(in, mag[i]))
+                << "token " << i / out << " row " << i % out;
+          }
+          cudaFree(dy);
+        }
+        cudaFree(dref);
+      }
+      cudaFree(dx);
+    }
+    cudaFree(dw);
+    cudaFree(dwt);
+  }
+}
+
+template <int NR, int RING, int MINB>
+void CheckSwiGlu(int ff, uint32_t seed) {
+  constexpr auto kSwiGlu = ce::Epilogue::kSwiGlu;
+  std::mt19937 rng(seed);
+  const bf16 poison = __float2bfloat16(std::nanf(""));
+  for (const int in : {256, 4192}) {
+    const auto w = RandomBf16(rng, static_cast<size_t>(2 * ff) * in, 0.5f);
+    bf16* dw = Dev(w);
+    bf16* dwt = Tiled(dw, 2 * ff, in);
+    for (const int n : {1, 3, 16}) {
+      const auto x = RandomBf16(rng, static_cast<size_t>(n) * in, 1.f);
+      bf16* dx = Dev(x);
+      bf16* dref = Dev(std::vector<bf16>(static_cast<size_t>(n) * ff, poison));
+      ASSERT_EQ(cudaSuccess, (ce::LaunchSkinnyKernel<1, NR, kSwiGlu, 8, 1>(
+                                 ce::SkinnyArgs{dw, dx, nullptr, dref, 2 * ff, in, n, 0.f}, false, nullptr)));
+      const auto ref = Host(dref, static_cast<size_t>(n) * ff);
+      for (const auto& [sms, lay] : Runs()) {
+        SCOPED_TRACE("NR " + std::to_string(NR) + " ring " + std::to_string(RING) + ": ff " + std::to_string(ff) +
+                     " in " + std::to_string(in) + " n " + std::to_string(n) + " sms " + std::to_string(sms) +
+                     " layout " + std::to_string(static_cast<int>(lay)));
+        bf16* dh = Dev(std::vector<bf16>(static_cast<size_t>(n) * ff, poison));
+        const bf16* wl = lay == ce::WeightLayout::kRowMajor ? dw : dwt;
+        ASSERT_EQ(cudaSuccess, (ce::LaunchSkinnyStreamKernel<NR, kSwiGlu, RING, MINB>(
+                                   ce::SkinnyArgs{wl, dx, nullptr, dh, 2 * ff, in, n, 0.f, lay}, sms, false, nullptr)));
+        const auto got = Host(dh, ref.size());
+        for (size_t i = 0; i < got.size(); ++i) {
+          ASSERT_FALSE(std::isnan(__bfloat162float(got[i]))) << "element " << i << " not written";
+          ASSERT_EQ(0, std::memcmp(&got[i], &ref[i], sizeof(bf16))) << "token " << i / ff << " f " << i % ff;
+        }
+        cudaFree(dh);
+      }
+      cudaFree(dx);
+      cudaFree(dref);
+    }
+    cudaFree(dw);
+    cudaFree(dwt);
+  }
+}
+
+// out 37: 3 tiles of 16 (the last part-filled); 1000 and 2052: many tiles a block on one SM's grid.
+TEST(SkinnyStream, StoreBitIdenticalToRegisterKernel) {
+  SKIP_WITHOUT_GPU();
+  CheckStore<2, 4, 3>(37, 60);  // the engine's two (cuda_skinny_gemm.cu)
+  CheckStore<2, 4, 3>(1000, 61);
+  CheckStore<4, 4, 2>(1000, 62);
+  CheckStore<1, 6, 2>(2052, 63);
+}
+
+// ff 84: 168 gate|up rows (a half-filled last tile of NR 2); 1000: many tiles a block.
+TEST(SkinnyStream, SwiGluBitIdenticalToRegisterKernel) {
+  SKIP_WITHOUT_GPU();
+  CheckSwiGlu<2, 4, 3>(84, 70);
+  CheckSwiGlu<2, 4, 3>(1000, 71);
+  CheckSwiGlu<4, 4, 2>(1000, 72);
+}
+
+}  // namespace
+}  // namespace fp
