@@ -143,6 +143,44 @@ void CheckSwiGlu(int ff, uint32_t seed) {
   }
 }
 
+// One store and one SwiGLU problem (in 256, 3 tokens), each grid and layout, against the register kernel.
+template <int NR, int RING, int MINB>
+void CheckSmall() {
+  std::mt19937 rng(80);
+  const int in = 256, n = 3, out = 168;  // 168 rows: a part-filled last tile of NR 4, gate|up of ff 84
+  const auto w = RandomBf16(rng, static_cast<size_t>(out) * in, 0.5f);
+  const auto x = RandomBf16(rng, static_cast<size_t>(n) * in, 1.f);
+  bf16* dw = Dev(w);
+  bf16* dwt = Tiled(dw, out, in);
+  bf16* dx = Dev(x);
+  float* yref = Dev(std::vector<float>(static_cast<size_t>(n) * out, 0.f));
+  bf16* href = Dev(std::vector<bf16>(static_cast<size_t>(n) * out / 2));
+  ASSERT_EQ(cudaSuccess, (ce::LaunchSkinnyKernel<1, NR, ce::Epilogue::kStore, 8, 1>(
+                             ce::SkinnyArgs{dw, dx, yref, nullptr, out, in, n, 0.f}, false, nullptr)));
+  ASSERT_EQ(cudaSuccess, (ce::LaunchSkinnyKernel<1, NR, ce::Epilogue::kSwiGlu, 8, 1>(
+                             ce::SkinnyArgs{dw, dx, nullptr, href, out, in, n, 0.f}, false, nullptr)));
+  const auto ry = Host(yref, static_cast<size_t>(n) * out);
+  const auto rh = Host(href, static_cast<size_t>(n) * out / 2);
+  for (const auto& [sms, lay] : Runs()) {
+    const bf16* wl = lay == ce::WeightLayout::kRowMajor ? dw : dwt;
+    float* y = Dev(std::vector<float>(ry.size(), std::nanf("")));
+    bf16* h = Dev(std::vector<bf16>(rh.size(), __float2bfloat16(std::nanf(""))));
+    ASSERT_EQ(cudaSuccess, (ce::LaunchSkinnyStreamKernel<NR, ce::Epilogue::kStore, RING, MINB>(
+                               ce::SkinnyArgs{wl, dx, y, nullptr, out, in, n, 0.f, lay}, sms, false, nullptr)));
+    ASSERT_EQ(cudaSuccess, (ce::LaunchSkinnyStreamKernel<NR, ce::Epilogue::kSwiGlu, RING, MINB>(
+                               ce::SkinnyArgs{wl, dx, nullptr, h, out, in, n, 0.f, lay}, sms, false, nullptr)));
+    EXPECT_EQ(0, std::memcmp(Host(y, ry.size()).data(), ry.data(), ry.size() * sizeof(float)));
+    EXPECT_EQ(0, std::memcmp(Host(h, rh.size()).data(), rh.data(), rh.size() * sizeof(bf16)));
+    cudaFree(y);
+    cudaFree(h);
+  }
+  cudaFree(dw);
+  cudaFree(dwt);
+  cudaFree(dx);
+  cudaFree(yref);
+  cudaFree(href);
+}
+
 // out 37: 3 tiles of 16 (the last part-filled); 1000 and 2052: many tiles a block on one SM's grid.
 TEST(SkinnyStream, StoreBitIdenticalToRegisterKernel) {
   SKIP_WITHOUT_GPU();
@@ -158,6 +196,14 @@ TEST(SkinnyStream, SwiGluBitIdenticalToRegisterKernel) {
   CheckSwiGlu<2, 4, 3>(84, 70);
   CheckSwiGlu<2, 4, 3>(1000, 71);
   CheckSwiGlu<4, 4, 2>(1000, 72);
+}
+
+// Small cases for compute-sanitizer (scripts/gpu-check runs *Sanitizer* under memcheck and racecheck): both engine
+// configurations, both epilogues and layouts, a part-filled tile and many tiles a block on a one-SM grid.
+TEST(SkinnySanitizer, StreamSmall) {
+  SKIP_WITHOUT_GPU();
+  CheckSmall<2, 4, 3>();
+  CheckSmall<4, 4, 2>();
 }
 
 }  // namespace
