@@ -1,17 +1,22 @@
-// gemm_test_util.h — device buffers, random operands, the residual input y0 and the fp64 GEMM oracle shared by the
-// GEMM tests (skinny_gemm_test.cu, skinny_tiled_test.cu, gemv_fused_test.cu).
+// gemm_test_util.h — device buffers, random operands, the residual input y0, the fp64 GEMM oracle, segment-tiled
+// weight copies and the bit-identity check shared by the GEMM tests (skinny_gemm_test.cu, skinny_tiled_test.cu,
+// skinny_stream_test.cu, weight_layout_test.cu, gemv_fused_test.cu).
 #pragma once
 
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <random>
+#include <type_traits>
 #include <vector>
 
 #include "core/cuda_check.h"
+#include "engine/cuda_engine_kernels.h"
 
 namespace fp::testing {
 
@@ -75,5 +80,41 @@ inline void GemmOracle(const std::vector<__nv_bfloat16>& w, const std::vector<__
 
 // fp32 accumulation of `in` exact bf16 products: error <= ~in * 2^-24 * sum|a b|; the tests allow 4x that.
 inline double GemmErrorBound(int in, double mag) { return 4.0 * in * std::ldexp(1.0, -24) * mag + 1e-30; }
+
+// A segment-tiled copy (cuda_engine_kernels.h: WeightLayout) of the row-major device matrix dw [out, in], with
+// WeightLayoutRows(out) rows; the caller frees it.
+inline __nv_bfloat16* SegmentTiledCopy(const __nv_bfloat16* dw, int out, int in) {
+  __nv_bfloat16* t = nullptr;
+  CUDA_CHECK(cudaMalloc(&t, static_cast<size_t>(cuda_engine::WeightLayoutRows(out)) * in * sizeof(__nv_bfloat16)));
+  const Status st = cuda_engine::LaunchWeightRelayout(dw, out, in, cuda_engine::WeightLayout::kSegmentTiled, t, nullptr);
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  return t;
+}
+
+// got [rows, cols] (float or bf16, NaN-poisoned before the kernel) fully written and bit-identical to ref; the
+// failure names the first differing (row, column): for GEMM outputs, (token, output row or SwiGLU index).
+template <typename T>
+::testing::AssertionResult WrittenAndBitIdentical(const std::vector<T>& got, const std::vector<T>& ref, size_t cols) {
+  if (got.size() != ref.size()) {
+    return ::testing::AssertionFailure() << got.size() << " elements, want " << ref.size();
+  }
+  auto value = [](T v) -> float {
+    if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+      return __bfloat162float(v);
+    } else {
+      return static_cast<float>(v);
+    }
+  };
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (std::isnan(value(got[i]))) {
+      return ::testing::AssertionFailure() << "(" << i / cols << ", " << i % cols << ") not written";
+    }
+    if (std::memcmp(&got[i], &ref[i], sizeof(T)) != 0) {
+      return ::testing::AssertionFailure() << "(" << i / cols << ", " << i % cols << "): " << value(got[i]) << " vs "
+                                           << value(ref[i]);
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
 
 }  // namespace fp::testing

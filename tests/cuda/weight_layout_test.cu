@@ -100,8 +100,7 @@ TEST(WeightLayout, SkinnyGemmBitIdenticalAcrossLayouts) {
   for (const Shape s : {Shape{300, 4192}, Shape{17000, 64}}) {
     const auto w = RandomBf16(rng, static_cast<size_t>(s.out) * s.in, 1.f);
     bf16* dw = Dev(w);
-    bf16* dt = Alloc(s.out, s.in);
-    ASSERT_TRUE(ce::LaunchWeightRelayout(dw, s.out, s.in, ce::WeightLayout::kSegmentTiled, dt, nullptr).ok());
+    bf16* dt = testing::SegmentTiledCopy(dw, s.out, s.in);
     for (const int n : {1, 7, 16, 17, 40, 64, 70}) {
       SCOPED_TRACE("out " + std::to_string(s.out) + " in " + std::to_string(s.in) + " n " + std::to_string(n) +
                    (ce::SkinnyTiledFills(s.out, n) ? " (tiled schedule)" : ""));
@@ -114,28 +113,19 @@ TEST(WeightLayout, SkinnyGemmBitIdenticalAcrossLayouts) {
       ASSERT_TRUE(ce::LaunchSkinnyGemm(dt, s.out, s.in, dx, n, yt, 0.f, false, nullptr,
                                        ce::WeightLayout::kSegmentTiled)
                       .ok());
-      const auto r = Host(yr, poison.size());
-      const auto t = Host(yt, poison.size());
-      for (size_t i = 0; i < r.size(); ++i) {
-        ASSERT_TRUE(std::isfinite(t[i])) << "element " << i << " not written";
-        ASSERT_EQ(0, std::memcmp(&r[i], &t[i], sizeof(float))) << "token " << i / s.out << " row " << i % s.out;
-      }
+      ASSERT_TRUE(testing::WrittenAndBitIdentical(Host(yt, poison.size()), Host(yr, poison.size()),
+                                                  static_cast<size_t>(s.out)));
       // SwiGLU: the matrix as gate|up of ff = out / 2 (rows rounded down to a multiple of 8).
       const int ff = s.out / 8 * 4;
       const std::vector<bf16> hpoison(static_cast<size_t>(n) * ff, __float2bfloat16(std::nanf("")));
       bf16* hr = Dev(hpoison);
       bf16* ht = Dev(hpoison);
-      bf16* dt2 = Alloc(2 * ff, s.in);
-      ASSERT_TRUE(ce::LaunchWeightRelayout(dw, 2 * ff, s.in, ce::WeightLayout::kSegmentTiled, dt2, nullptr).ok());
+      bf16* dt2 = testing::SegmentTiledCopy(dw, 2 * ff, s.in);
       ASSERT_TRUE(ce::LaunchSkinnyGemmSwiGlu(dw, ff, s.in, dx, n, hr, false, nullptr).ok());
       ASSERT_TRUE(
           ce::LaunchSkinnyGemmSwiGlu(dt2, ff, s.in, dx, n, ht, false, nullptr, ce::WeightLayout::kSegmentTiled).ok());
-      const auto hr_h = Host(hr, hpoison.size());
-      const auto ht_h = Host(ht, hpoison.size());
-      for (size_t i = 0; i < hr_h.size(); ++i) {
-        ASSERT_FALSE(std::isnan(__bfloat162float(ht_h[i]))) << "element " << i << " not written";
-        ASSERT_EQ(0, std::memcmp(&hr_h[i], &ht_h[i], sizeof(bf16))) << "token " << i / ff << " f " << i % ff;
-      }
+      ASSERT_TRUE(testing::WrittenAndBitIdentical(Host(ht, hpoison.size()), Host(hr, hpoison.size()),
+                                                  static_cast<size_t>(ff)));
       cudaFree(dx);
       cudaFree(yr);
       cudaFree(yt);
