@@ -166,8 +166,10 @@ int Run(const GenerateArgs& a) {
     co.gamma_per_head = gamma_per_head;
     co.kv_capacity = kv_capacity;
     co.max_batch = 1;  // one sequence
-    // A transcript must replay in one prefill: every GEMM batch-invariant, attention at a fixed split.
+    // A transcript must replay in one prefill: every GEMM batch-invariant, attention at a fixed split. The skinny
+    // GEMM where the shapes allow (cheaper at one sequence than cuBLAS on 64-row blocks; the transcript records it).
     co.batch_invariant = !a.transcript.empty();
+    if (SkinnyInvariantGemmFits(config)) co.batch_invariant_gemm = CudaEngineOptions::InvariantGemm::kSkinny;
     ProgressBar upload_bar(stderr, "upload ");
     auto e = CudaLlama::FromWeights(*weights, co, upload_bar.callback());
     if (!e.ok()) Fail(e.status());

@@ -237,6 +237,38 @@ TEST(TranscriptTest, MalformedFilesAreErrors) {
   EXPECT_EQ(SignTranscript(r.t, (r.dir / "absent.pem").string()).code(), StatusCode::kIo);
 }
 
+// engine.gemm names a CUDA transcript's batch-invariant GEMM: "skinny" round-trips and is signed (the canonical
+// body changes with it); the older default "cublas-padded" is not written, so transcripts from before the field read
+// as what they ran and keep their signatures; any other value, or the field on a CPU transcript, is an error.
+TEST(TranscriptTest, GemmFieldRoundTripsAndOlderTranscriptsStillParse) {
+  GenRun r = Generate("hi", 6);
+  Transcript cuda = r.t;
+  cuda.device = "cuda";
+  cuda.weights = "bf16";
+  cuda.kv_dtype = "bf16";
+  const std::string padded_json = cuda.ToJson();
+  EXPECT_EQ(padded_json.find("\"gemm\""), std::string::npos);
+  auto padded = Transcript::Parse(padded_json);
+  ASSERT_TRUE(padded.ok()) << padded.status().ToString();
+  EXPECT_EQ(padded->gemm, "cublas-padded");
+  Transcript skinny = cuda;
+  skinny.gemm = "skinny";
+  const std::string skinny_json = skinny.ToJson();
+  EXPECT_NE(skinny_json.find("\"gemm\": \"skinny\""), std::string::npos);
+  auto back = Transcript::Parse(skinny_json);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->gemm, "skinny");
+  EXPECT_NE(skinny.CanonicalBody({}), cuda.CanonicalBody({}));
+  const std::string with = "\"gemm\": \"skinny\"";
+  for (const std::string bad : {"\"gemm\": \"cublas-padded\"", "\"gemm\": \"fast\"", "\"gemm\": 3"}) {
+    auto t = testing::ParseEdited(skinny_json, with, bad);
+    EXPECT_FALSE(t.ok()) << bad;
+  }
+  Transcript cpu = r.t;
+  cpu.gemm = "skinny";
+  EXPECT_FALSE(Transcript::Parse(cpu.ToJson()).ok()) << "engine.gemm on a CPU transcript";
+}
+
 TEST(TranscriptTest, NeedsVerificationOn) {
   auto tok = testing::MakeByteTokenizer();
   auto w = LlamaWeights::Random(TinyConfig(), 5, WeightType::kQ4_1);

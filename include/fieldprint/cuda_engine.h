@@ -74,10 +74,19 @@ struct CudaEngineOptions {
   bool batch_invariant = false;
   enum class InvariantGemm {
     kCublasPadded,  // cuBLAS on blocks of exactly 64 token rows (rows past n are scratch): one shape, one kernel
-    kSkinny,        // the skinny tensor-core GEMM (cheaper for small models at B = 1: bench_e2e on SmolLM2)
+    // The skinny tensor-core GEMM on segment-tiled weights (cuda_skinny_gemm.cu): our own arithmetic, the same bits
+    // in every schedule and on every card that runs its mma.sync; cheaper than kCublasPadded at B = 1 and 16
+    // (bench_e2e det rows). Needs d_model, q_dim and d_ff multiples of 32 (SkinnyInvariantGemmFits).
+    kSkinny,
   };
   InvariantGemm batch_invariant_gemm = InvariantGemm::kCublasPadded;
 };
+
+// Whether a model's shapes allow InvariantGemm::kSkinny (its K dimensions, d_model, q_dim and d_ff, in 32-element
+// segments).
+inline bool SkinnyInvariantGemmFits(const ModelConfig& c) {
+  return c.d_model % 32 == 0 && c.q_dim() % 32 == 0 && c.d_ff % 32 == 0;
+}
 
 // Where a recorded token's interval [lo, hi) lies in Sampler::Pick's temperature-only softmax walk, computed on the
 // device (CudaLlama::ForwardSampleBounds); refused = 1 where the host sampler would refuse the row (a NaN or +inf

@@ -11,9 +11,10 @@
 // CUDA transcripts (device "cuda", weights "bf16", KV bf16) come from CudaLlama in batch_invariant mode, where
 // the same holds on the GPU (cuda_engine.h: KV and logits bit-identical whatever the batch and whether built by
 // prefill or decode), so ReplayTranscriptCuda checks them exactly the same way, hashing the device KV on the GPU.
-// The CUDA engine's other settings are its defaults (split_tokens -1 -> the fixed split of batch_invariant mode):
-// generate and verify both use them. Bits may differ on another GPU architecture (other kernels); the tolerant
-// check then still applies.
+// The transcript names the batch-invariant GEMM (generate picks the skinny GEMM where the shapes allow); the CUDA
+// engine's other settings are its defaults (split_tokens -1 -> the fixed split of batch_invariant mode): generate
+// and verify both use them. Bits may differ on another GPU architecture (other kernels); the tolerant check then
+// still applies.
 // Optional tolerant fingerprints (fingerprint.h: top-k of a signed sum of the final hidden states per 32 fed
 // tokens) let a replay that cannot be bit-exact (another device or linear path) still check the run:
 // ReplayOptions::tolerant (a CPU replay, of CPU or CUDA transcripts).
@@ -79,6 +80,10 @@ struct Transcript {
   float gamma = 0.f;
   int32_t commit_every = 0;
   uint64_t chunk_bytes = 4096;
+  // CUDA: the batch-invariant GEMM ("skinny" | "cublas-padded", CudaEngineOptions::InvariantGemm), which fixes the
+  // logits' and KV's bits. JSON "engine.gemm", written only for "skinny": transcripts from before the field (and
+  // their signatures) read as "cublas-padded", what they ran.
+  std::string gemm = "cublas-padded";
   // Tokens and sampling.
   std::vector<int32_t> anchor_tokens;
   Digest anchor_root;

@@ -62,7 +62,7 @@ Status CudaLlama::Impl::Init(const ModelConfig& config, const CudaEngineOptions&
     return InvalidArgument("cuda engine: gemv_max_batch and skinny_max_batch must be >= 0");
   }
   if (o_.batch_invariant && o_.batch_invariant_gemm == CudaEngineOptions::InvariantGemm::kSkinny &&
-      (config.d_model % 32 != 0 || config.q_dim() % 32 != 0 || config.d_ff % 32 != 0)) {
+      !SkinnyInvariantGemmFits(config)) {
     return Unimplemented("cuda engine: the skinny batch-invariant GEMM needs d_model, q_dim and d_ff multiples of 32");
   }
   if (config.head_dim != 64 && config.head_dim != 128) {

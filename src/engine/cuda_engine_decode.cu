@@ -109,7 +109,7 @@ Status CudaLlama::SetDecodeTuning(const DecodeTuning& t) {
   o.attention_pdl = t.attention_pdl;
   o.fused_merge = t.fused_merge;
   o.fused_qkv = t.fused_qkv;
-  const bool skinny_ok = c.d_model % 32 == 0 && c.q_dim() % 32 == 0 && c.d_ff % 32 == 0;
+  const bool skinny_ok = SkinnyInvariantGemmFits(c);
   const bool padded_ok = m.T % Impl::kInvariantRows == 0;
   o.batch_invariant_gemm = t.batch_invariant_gemm;
   o.batch_invariant =

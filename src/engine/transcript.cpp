@@ -169,6 +169,7 @@ json BodyJson(const Transcript& t) {
       {"generated", t.generated},
       {"commits", commits},
   };
+  if (t.gemm != "cublas-padded") body["engine"]["gemm"] = t.gemm;  // absent: the older transcripts' value
   if (t.fingerprints) {
     const Fingerprints& f = *t.fingerprints;
     json blocks = json::array();
@@ -277,6 +278,11 @@ Result<Transcript> Transcript::Parse(std::string_view text) {
       return InvalidArgument("transcript: engine.weights (cpu: quantized | f32, cuda: bf16)");
     if (t.kv_dtype != "f32" && t.kv_dtype != "f16" && t.kv_dtype != "bf16")
       return InvalidArgument("transcript: engine.kv_dtype");
+    if ((*f)->contains("gemm")) {
+      FP_ASSIGN(t.gemm, e.Str("gemm"));
+      if (t.device != "cuda" || t.gemm != "skinny")
+        return InvalidArgument("transcript: engine.gemm (cuda only: skinny; absent: cublas-padded)");
+    }
   }
   {
     auto f = r.Field("anchor");
@@ -426,6 +432,7 @@ Result<Transcript> TranscriptFromRunInfo(const ModelConfig& c, const TranscriptE
   t.gamma = e.gamma;
   t.commit_every = options.commit_every;
   t.chunk_bytes = kDefaultChunkBytes;
+  t.gemm = e.gemm;
   t.anchor_tokens.assign(anchor_tokens.begin(), anchor_tokens.end());
   t.anchor_root = stats.anchor_root;
   t.sampler = options.sampler;

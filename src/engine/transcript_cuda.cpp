@@ -35,6 +35,11 @@ namespace fp {
 
 namespace {
 
+// Transcript::gemm's name of a batch-invariant GEMM.
+std::string GemmName(CudaEngineOptions::InvariantGemm g) {
+  return g == CudaEngineOptions::InvariantGemm::kSkinny ? "skinny" : "cublas-padded";
+}
+
 Status SyncEngine(CudaLlama& e) {
 #if defined(FIELDPRINT_HAVE_CUDA)
   const cudaError_t err = cudaStreamSynchronize(e.stream());
@@ -193,6 +198,10 @@ Result<ReplayReport> ReplayWithHasher(const Transcript& t, CudaLlama& engine, co
       !o.gamma_per_head.empty()) {
     return InvalidArgument("replay: the engine's page size / KV dtype / gamma differ from the transcript's");
   }
+  if (GemmName(o.batch_invariant_gemm) != t.gemm) {
+    return InvalidArgument("replay: the engine's batch-invariant GEMM (" + GemmName(o.batch_invariant_gemm) +
+                           ") is not the transcript's (" + t.gemm + ")");
+  }
   if (hasher.chunk_bytes() != t.chunk_bytes) return Internal("replay: the hasher's chunk size is not the transcript's");
 
   // The anchor (BuildAnchor synchronises) and its root (hashed on the GPU).
@@ -291,7 +300,7 @@ Result<Transcript> TranscriptFromRun(CudaLlama& engine, const std::string& model
     return FailedPrecondition("transcript: the CUDA engine must run in batch_invariant mode to be replayable");
   if (!o.gamma_per_head.empty()) return FailedPrecondition("transcript: records one gamma, not a per-head list");
   const transcript_detail::TranscriptEngineInfo info{"cuda", "bf16", DTypeName(engine.cache().layout().dtype),
-                                                    o.page_size, o.gamma};
+                                                    o.page_size, o.gamma, GemmName(o.batch_invariant_gemm)};
   return transcript_detail::TranscriptFromRunInfo(engine.config(), info, model_path, options, anchor_tokens, prompt,
                                                   stats);
 }
@@ -337,6 +346,8 @@ Result<ReplayReport> VerifyTranscriptCuda(const Transcript& t, const std::string
   co.gamma = t.gamma;
   co.max_batch = 1;
   co.batch_invariant = true;
+  co.batch_invariant_gemm = t.gemm == "skinny" ? CudaEngineOptions::InvariantGemm::kSkinny
+                                               : CudaEngineOptions::InvariantGemm::kCublasPadded;
   co.kv_capacity = static_cast<int32_t>(t.prompt.size() + t.generated.size()) + t.page_size;
   // The fed tokens in one chunk (one attention plan, one host wait; batch_invariant: the same bits at any chunk
   // size, tests/cuda/cuda_engine_determinism_test.cu), up to 1024 rows of scratch ([T, vocab] f32 logits).

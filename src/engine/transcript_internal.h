@@ -62,6 +62,7 @@ struct TranscriptEngineInfo {
   std::string device, weights, kv_dtype;
   int32_t page_size = 16;
   float gamma = 0.f;
+  std::string gemm = "cublas-padded";  // Transcript::gemm
 };
 Result<Transcript> TranscriptFromRunInfo(const ModelConfig& c, const TranscriptEngineInfo& e,
                                          const std::string& model_path, const GenerationOptions& options,

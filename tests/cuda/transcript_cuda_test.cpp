@@ -47,7 +47,11 @@ struct CudaRun {
   double generate_s = 0;
 };
 
-CudaRun GenerateOnCuda(int32_t max_tokens, SamplerConfig sampler = SamplerConfig{0.9f, 40, 0.95f, 777}) {
+using Gemm = CudaEngineOptions::InvariantGemm;
+
+// gemm: generate --device cuda --transcript picks the skinny GEMM where the shapes allow (Config's do).
+CudaRun GenerateOnCuda(int32_t max_tokens, SamplerConfig sampler = SamplerConfig{0.9f, 40, 0.95f, 777},
+                       Gemm gemm = Gemm::kSkinny) {
   CudaRun r;
   r.dir = fs::temp_directory_path() / ("fp_transcript_cuda_" + std::to_string(::getpid()));
   fs::create_directories(r.dir);
@@ -64,6 +68,7 @@ CudaRun GenerateOnCuda(int32_t max_tokens, SamplerConfig sampler = SamplerConfig
   co.max_batch = 1;
   co.gamma = 0.25f;
   co.batch_invariant = true;
+  co.batch_invariant_gemm = gemm;
   auto e = CudaLlama::FromWeights(*lw, co);
   EXPECT_TRUE(e.ok()) << e.status().ToString();
   if (!e.ok()) return r;
@@ -132,6 +137,7 @@ TEST(TranscriptCudaTest, VerifiesExactlyOnCudaTolerantlyOnCpuRejectsTampering) {
   CudaRun r = GenerateOnCuda(150);  // prompt ~50 + 150: several pages, full and provisional commits
   ASSERT_FALSE(r.t.commits.empty());
   EXPECT_EQ(r.t.device, "cuda");
+  EXPECT_EQ(r.t.gemm, "skinny");
   EXPECT_EQ(r.t.weights, "bf16");
   EXPECT_EQ(r.t.kv_dtype, "bf16");
   ASSERT_TRUE(r.t.fingerprints.has_value());
@@ -180,6 +186,12 @@ TEST(TranscriptCudaTest, VerifiesExactlyOnCudaTolerantlyOnCpuRejectsTampering) {
   auto rtt = VerifyTranscript(bad_tok, r.model, tol);
   ASSERT_TRUE(rtt.ok());
   EXPECT_FALSE(rtt->ok);
+  // The other batch-invariant GEMM gives other bits: the replay must not match.
+  Transcript bad_gemm = *back;
+  bad_gemm.gemm = "cublas-padded";
+  auto rg = VerifyOnCuda(bad_gemm, r.model);
+  ASSERT_TRUE(rg.ok()) << rg.status().ToString();
+  EXPECT_FALSE(rg->ok) << "a skinny-GEMM run replayed with cuBLAS blocks matched";
   Transcript bad_anchor = *back;
   bad_anchor.anchor_root.bytes[0] ^= 0x80;
   auto ra = VerifyOnCuda(bad_anchor, r.model);
@@ -245,6 +257,36 @@ TEST(TranscriptCudaTest, GreedyTranscriptVerifiesThroughDeviceArgmax) {
   ASSERT_TRUE(rr.ok()) << rr.status().ToString();
   EXPECT_FALSE(rr->ok);
   EXPECT_GE(rr->first_bad_commit, 0) << rr->failure;
+  std::error_code ec;
+  fs::remove_all(r.dir, ec);
+}
+
+// Transcripts recorded with cuBLAS on 64-row blocks (all of them before the skinny default, "gemm" absent) still
+// verify: the replay builds the engine with the transcript's GEMM.
+TEST(TranscriptCudaTest, CublasPaddedTranscriptStillVerifies) {
+  SKIP_WITHOUT_GPU();
+  CudaRun r = GenerateOnCuda(40, SamplerConfig{0.9f, 40, 0.95f, 777}, Gemm::kCublasPadded);
+  ASSERT_FALSE(r.t.commits.empty());
+  EXPECT_EQ(r.t.gemm, "cublas-padded");
+  const std::string json = r.t.ToJson();
+  EXPECT_EQ(json.find("\"gemm\""), std::string::npos);
+  auto back = Transcript::Parse(json);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  auto exact = VerifyOnCuda(*back, r.model);
+  ASSERT_TRUE(exact.ok()) << exact.status().ToString();
+  EXPECT_TRUE(exact->ok) << exact->failure;
+  // An engine on the other GEMM is refused up front, not replayed into a mismatch.
+  auto lw = LlamaWeights::Load(r.model, WeightStorage::kQuantized);
+  ASSERT_TRUE(lw.ok());
+  CudaEngineOptions co;
+  co.kv_capacity = 512;
+  co.gamma = 0.25f;
+  co.batch_invariant = true;
+  co.batch_invariant_gemm = Gemm::kSkinny;
+  auto e = CudaLlama::FromWeights(*lw, co);
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  const auto wrong = ReplayTranscriptCuda(*back, **e, {});
+  EXPECT_EQ(wrong.status().code(), StatusCode::kInvalidArgument) << wrong.status().ToString();
   std::error_code ec;
   fs::remove_all(r.dir, ec);
 }
