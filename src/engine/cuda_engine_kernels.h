@@ -119,12 +119,14 @@ Status LaunchGemvNormRopeBf16(const __nv_bfloat16* w_qkv, int in, const GemvNorm
 
 // How a weight matrix W[out, in] (bf16) lies in memory. kRowMajor: [out][in]. kSegmentTiled: [ceil(out / 16)]
 // [in / 32][16 rows][32 k], so the 32-k segment of a 16-row tile, what the skinny GEMM's warps read at a time,
-// is 1 KiB contiguous instead of 16 pieces of 64 bytes an 8 KiB row apart: DRAM pages are read whole (H200,
-// n = 1, gate|up: 62 us against 70 row-major). Relayout: cuda_weight_layout.cu. Only the skinny GEMM reads it; the engine's
-// deterministic mode keeps its GEMM weights so. Its buffers hold WeightLayoutRows(out) rows (zeros past out).
+// is 1 KiB contiguous instead of 16 pieces of 64 bytes an 8 KiB row apart (H200, n = 1, gate|up: 62 us against
+// 70 row-major). Relayout: cuda_weight_layout.cu. Only the skinny GEMM reads it; the engine's deterministic mode
+// keeps its GEMM weights so. Its buffers hold WeightLayoutRows(out) rows (zeros past out).
 enum class WeightLayout : int { kRowMajor = 0, kSegmentTiled = 1 };
 constexpr int kWeightTileRows = 16;
-constexpr int64_t WeightLayoutRows(int64_t out) { return (out + kWeightTileRows - 1) / kWeightTileRows * kWeightTileRows; }
+constexpr int64_t WeightLayoutRows(int64_t out) {
+  return (out + kWeightTileRows - 1) / kWeightTileRows * kWeightTileRows;
+}
 // dst <- src in layout `to` (src in the other layout), both [WeightLayoutRows(out), in] buffers, in % 32 == 0;
 // the padding rows of a kSegmentTiled dst are zeroed. Not in place.
 Status LaunchWeightRelayout(const __nv_bfloat16* src, int out, int in, WeightLayout to, __nv_bfloat16* dst,

@@ -103,7 +103,7 @@ Status Dispatch(const SkinnyArgs& a, bool pdl, cudaStream_t stream) {
 
 bool SkinnyTiledFills(int out, int n) {
   const int64_t tiles = int64_t{(out + kTiledRows - 1) / kTiledRows} * ((n + kTiledTokens - 1) / kTiledTokens);
-  return n > 16 && tiles >= DeviceSms();
+  return n > kStreamMaxTokens && tiles >= DeviceSms();
 }
 
 bool SkinnyGemmSupported(int out, int in, const void* w, const void* x, int n) {

@@ -29,8 +29,8 @@ __device__ __forceinline__ void Mma(float (&d)[4], uint32_t a0, uint32_t a1, uin
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-// The ring path's copies (sm_80+): 16 bytes global -> shared past L1, L2 evict-first (W streams once, as the
-// register path's ld.global.cs).
+// W's copies in the streaming and tiled schedules (sm_80+): 16 bytes global -> shared past L1, L2 evict-first (W
+// streams once, as the register schedule's ld.global.cs).
 __device__ __forceinline__ uint64_t SkinnyEvictFirst() {
   uint64_t pol;
   asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(pol));

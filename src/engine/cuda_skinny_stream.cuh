@@ -145,28 +145,28 @@ __global__ void __launch_bounds__(kSkinnySlices * 32, MINB) SkinnyStreamKernel(c
       for (int j = 0; j < 4; ++j) red[warp * kElems + (r * 32 + lane) * 4 + j] = acc[r][j];
     }
     __syncthreads();
-    for (int e = static_cast<int>(threadIdx.x); e < kElems; e += kThreads) {
-      float s = red[e];
+    auto slices = [&](int at) {  // element `at`'s slice sums, added w0 + w1 + ... + w7
+      float v = red[at];
 #pragma unroll
-      for (int w = 1; w < kW; ++w) s += red[w * kElems + e];
+      for (int w = 1; w < kW; ++w) v += red[w * kElems + at];
+      return v;
+    };
+    for (int e = static_cast<int>(threadIdx.x); e < kElems; e += kThreads) {
       const int j = e & 3, ln = (e >> 2) & 31, r = e >> 7;
       const int eg = ln >> 2, eq = ln & 3;
       const int t = eg + (j >= 2 ? 8 : 0);
       const int row = row_base + r * 8 + 2 * eq + (j & 1);
+      if (t >= a.n || row >= a.out) continue;  // only the outputs that are stored are summed
       if constexpr (E == Epilogue::kStore) {
-        if (t < a.n && row < a.out) {
-          float* dst = a.y + int64_t{t} * a.out + row;
-          *dst = a.beta == 0.f ? s : s + a.beta * *dst;
-        }
+        float* dst = a.y + int64_t{t} * a.out + row;
+        const float s = slices(e);
+        *dst = a.beta == 0.f ? s : s + a.beta * *dst;
       } else {
-        // Tile rows 0..3 are gates, 4..7 the ups of the same ff indices: lane eq + 2 (8 floats on) holds the up.
-        float up = 0.f;
-#pragma unroll
-        for (int w = 0; w < kW; ++w) up = w == 0 ? red[e + 8] : up + red[w * kElems + e + 8];
-        if (eq < 2 && t < a.n && row < a.out) {
-          const int f = (row_base + r * 8) / 2 + 2 * eq + (j & 1);
-          a.h[int64_t{t} * (a.out / 2) + f] = SwiGluBf16(s, up);
-        }
+        // Tile rows 0..3 are gates, 4..7 the ups of the same ff indices: lane eq < 2 holds a gate, lane eq + 2
+        // (8 floats on, in the same row tile) its up.
+        if (eq >= 2) continue;
+        const int f = (row_base + r * 8) / 2 + 2 * eq + (j & 1);
+        a.h[int64_t{t} * (a.out / 2) + f] = SwiGluBf16(slices(e), slices(e + 8));
       }
     }
     __syncthreads();  // `red` is rewritten by the next tile
