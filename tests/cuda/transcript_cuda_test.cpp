@@ -49,6 +49,17 @@ struct CudaRun {
 
 using Gemm = CudaEngineOptions::InvariantGemm;
 
+// What generate --device cuda --transcript uses (batch_invariant on), with `gemm`.
+CudaEngineOptions TranscriptEngineOptions(Gemm gemm) {
+  CudaEngineOptions co;
+  co.kv_capacity = 512;
+  co.max_batch = 1;
+  co.gamma = 0.25f;
+  co.batch_invariant = true;
+  co.batch_invariant_gemm = gemm;
+  return co;
+}
+
 // gemm: generate --device cuda --transcript picks the skinny GEMM where the shapes allow (Config's do).
 CudaRun GenerateOnCuda(int32_t max_tokens, SamplerConfig sampler = SamplerConfig{0.9f, 40, 0.95f, 777},
                        Gemm gemm = Gemm::kSkinny) {
@@ -63,13 +74,7 @@ CudaRun GenerateOnCuda(int32_t max_tokens, SamplerConfig sampler = SamplerConfig
       .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
   auto lw = LlamaWeights::Load(r.model, WeightStorage::kQuantized);
   EXPECT_TRUE(lw.ok()) << lw.status().ToString();
-  CudaEngineOptions co;  // what generate --device cuda --transcript uses
-  co.kv_capacity = 512;
-  co.max_batch = 1;
-  co.gamma = 0.25f;
-  co.batch_invariant = true;
-  co.batch_invariant_gemm = gemm;
-  auto e = CudaLlama::FromWeights(*lw, co);
+  auto e = CudaLlama::FromWeights(*lw, TranscriptEngineOptions(gemm));
   EXPECT_TRUE(e.ok()) << e.status().ToString();
   if (!e.ok()) return r;
   const Status warm = (*e)->Warmup();  // as generate --device cuda does before its clocks
@@ -278,12 +283,7 @@ TEST(TranscriptCudaTest, CublasPaddedTranscriptStillVerifies) {
   // An engine on the other GEMM is refused up front, not replayed into a mismatch.
   auto lw = LlamaWeights::Load(r.model, WeightStorage::kQuantized);
   ASSERT_TRUE(lw.ok());
-  CudaEngineOptions co;
-  co.kv_capacity = 512;
-  co.gamma = 0.25f;
-  co.batch_invariant = true;
-  co.batch_invariant_gemm = Gemm::kSkinny;
-  auto e = CudaLlama::FromWeights(*lw, co);
+  auto e = CudaLlama::FromWeights(*lw, TranscriptEngineOptions(Gemm::kSkinny));
   ASSERT_TRUE(e.ok()) << e.status().ToString();
   const auto wrong = ReplayTranscriptCuda(*back, **e, {});
   EXPECT_EQ(wrong.status().code(), StatusCode::kInvalidArgument) << wrong.status().ToString();
