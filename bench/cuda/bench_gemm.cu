@@ -25,6 +25,7 @@
 #include "engine/cuda_skinny_gemm.cuh"
 #include "engine/cuda_skinny_stream.cuh"
 #include "engine/cuda_skinny_tiled.cuh"
+#include "engine/cuda_skinny_wgmma.cuh"
 
 namespace {
 
@@ -76,6 +77,18 @@ Variant VT() {
   return {"tiled bks" + std::to_string(BKS) + " st" + std::to_string(STAGES) + " minb" + std::to_string(MINB),
           [](const ce::SkinnyArgs& a, cudaStream_t st) {
             CK((ce::LaunchSkinnyTiledKernel<ce::Epilogue::kStore, BKS, STAGES, MINB>(a, false, st)));
+          }};
+}
+
+// A wgmma-schedule configuration (cuda_skinny_wgmma.cuh): BKS segments a stage, STAGES; segment-tiled W (the
+// deterministic mode's layout).
+template <int BKS, int STAGES>
+Variant VW() {
+  return {"wgmma bks" + std::to_string(BKS) + " st" + std::to_string(STAGES),
+          [](const ce::SkinnyArgs& a, cudaStream_t st) {
+            ce::SkinnyArgs t = a;
+            t.layout = ce::WeightLayout::kSegmentTiled;
+            CK((ce::LaunchSkinnyWgmmaKernel<ce::Epilogue::kStore, BKS, STAGES>(t, false, st)));
           }};
 }
 
@@ -251,7 +264,13 @@ int main(int argc, char** argv) {
                  CK((ce::LaunchSkinnyKernel<4, 4, ce::Epilogue::kStore, 8, 2, true, 0, false>(
                      ce::SkinnyArgs{w, x, y, nullptr, s.out, s.in, n, 0.f}, false, st)));
                }));
-        for (const Variant& v : {VT<2, 4, 2>(), VT<2, 3, 2>(), VT<4, 2, 2>(), VT<1, 6, 2>(), VT<2, 6>(), VT<4, 4>()}) {
+        std::vector<Variant> vs = {VT<2, 4, 2>()};
+        if (ce::SkinnyWgmmaAvailable()) {
+          for (const Variant& v : {VW<2, 3>(), VW<2, 4>(), VW<4, 3>(), VW<1, 6>()}) {
+            vs.push_back(v);
+          }
+        }
+        for (const Variant& v : vs) {
           report(v.name, time_us(s, [&](const bf16* w) {
                    v.launch(ce::SkinnyArgs{w, x, y, nullptr, s.out, s.in, n, 0.f}, st);
                  }));

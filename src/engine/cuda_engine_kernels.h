@@ -7,7 +7,8 @@
 //          LaunchFillF32, LaunchF32ToBf16, GemvSupported, LaunchGemvBf16, LaunchGemvSwiGluBf16, GemvNorm,
 //          GemvNormSupported, LaunchGemvNormRopeBf16 (cuda_gemv.cu),
 //          WeightLayout, kWeightTileRows, WeightLayoutRows, LaunchWeightRelayout (cuda_weight_layout.cu),
-//          SkinnyGemmSupported, SkinnyTiledFills, LaunchSkinnyGemm, LaunchSkinnyGemmSwiGlu (cuda_skinny_gemm.cu)
+//          SkinnyGemmSupported, SkinnyTiledFills, SkinnyWgmmaAvailable, LaunchSkinnyGemm, LaunchSkinnyGemmSwiGlu
+//          (cuda_skinny_gemm.cu)
 // `pdl`: launch with programmatic dependent launch (cuda_pdl.cuh; the caller checks the device is sm_90+).
 #pragma once
 
@@ -139,6 +140,8 @@ bool SkinnyGemmSupported(int out, int in, const void* w, const void* x, int n);
 // Whether n tokens of a matrix with `out` rows run the tiled schedule (cuda_skinny_tiled.cuh): more than 16 tokens
 // and at least one 64 x 128 tile per SM. Same bits either way; for tests and benches that want one schedule.
 bool SkinnyTiledFills(int out, int n);
+// Whether 17-64 tokens run the Hopper (wgmma) schedule: a compute capability 9.0 device and an sm_90a build.
+bool SkinnyWgmmaAvailable();
 Status LaunchSkinnyGemm(const __nv_bfloat16* w, int out, int in, const __nv_bfloat16* x, int n, float* y,
                         float beta, bool pdl, cudaStream_t stream, WeightLayout layout = WeightLayout::kRowMajor);
 // The same GEMM on a GateUpRow-interleaved gate|up matrix [2*ff, in] with SwiGLU in the epilogue:

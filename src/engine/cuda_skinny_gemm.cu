@@ -38,6 +38,7 @@
 #include "engine/cuda_skinny_gemm.cuh"
 #include "engine/cuda_skinny_stream.cuh"
 #include "engine/cuda_skinny_tiled.cuh"
+#include "engine/cuda_skinny_wgmma.cuh"
 
 namespace fp::cuda_engine {
 namespace {
@@ -83,16 +84,24 @@ Status LaunchStream(const SkinnyArgs& a, bool pdl, cudaStream_t stream) {
   return Status::Ok();
 }
 
-// Which schedule runs (all compute the same bits): up to 16 tokens the streaming one; above, the tiled schedule where
-// its 64 x 128 tiles fill the SMs (gate|up and the LM head at 17-64 tokens, every matrix at prefill lengths),
-// else the register schedule with 2 or 4 m-tiles a warp (q|k|v, o, down at 17-64 tokens, where it beat the
-// tiled one: H200 at 64 tokens, us, gemm-tiled-h200-2026-11-28: o 26 vs 60, q|k|v 44 vs 59, down 68 vs 178;
-// with a K split that was removed, 46-53, 53-59 and 70-77).
+// Hopper schedule (cuda_skinny_wgmma.cuh): 2 segments a stage, 3 stages (72.5 KiB, three blocks an SM; bench_gemm
+// --tiled, H200, gate|up at 64 tokens: 78.4 us, 4 stages 79.0, 4-segment stages 82.6).
+constexpr int kWgmmaBks = 2, kWgmmaStages = 3;
+
+// Which schedule runs (all compute the same bits): up to 16 tokens the streaming one; above, where 64 x 128 tiles
+// fill the SMs (gate|up and the LM head at 17-64 tokens, every matrix at prefill lengths) the wgmma schedule on
+// sm_90a, else the mma.sync tiled one; elsewhere the register schedule with 2 or 4 m-tiles a warp (q|k|v, o, down
+// at 17-64 tokens, where it beat both: H200 at 64 tokens, us, gemm-tiled-h200-2026-11-28: o 26 vs 60 tiled;
+// gemm-wgmma-h200-2026-11-28: o 23 vs 31 for wgmma in clusters of 8, since removed).
 template <Epilogue E>
 Status Dispatch(const SkinnyArgs& a, bool pdl, cudaStream_t stream) {
   if (a.n <= kStreamMaxTokens) return LaunchStream<E>(a, pdl, stream);
   if (SkinnyTiledFills(a.out, a.n)) {
-    FP_CUDA_RETURN_IF_ERROR((LaunchSkinnyTiledKernel<E, kTiledBks, kTiledStages, kTiledMinBlocks>(a, pdl, stream)));
+    const cudaError_t e =
+        SkinnyWgmmaAvailable()
+            ? LaunchSkinnyWgmmaKernel<E, kWgmmaBks, kWgmmaStages>(a, pdl, stream)
+            : LaunchSkinnyTiledKernel<E, kTiledBks, kTiledStages, kTiledMinBlocks>(a, pdl, stream);
+    FP_CUDA_RETURN_IF_ERROR(e);
     return Status::Ok();
   }
   if (a.n <= 32) return Launch<2, 2, 4, false, E>(a, pdl, stream);
@@ -100,6 +109,30 @@ Status Dispatch(const SkinnyArgs& a, bool pdl, cudaStream_t stream) {
 }
 
 }  // namespace
+
+// The wgmma schedule runs where its sm_90a code exists: a compute capability 9.0 device and a binary built with
+// 90a (other builds compile an empty kernel, recognised by its register count: the real one holds 128 fp32 sums
+// a thread). Cached per device.
+bool SkinnyWgmmaAvailable() {
+  static std::atomic<int> cache[64] = {};  // 0 unknown, 1 yes, 2 no
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return false;
+  int known = cache[dev].load(std::memory_order_relaxed);
+  if (known == 0) {
+    int major = 0, minor = 0;
+    cudaFuncAttributes attr{};
+    const bool ok =
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess && major == 9 &&
+        minor == 0 &&
+        cudaFuncGetAttributes(&attr, SkinnyWgmmaKernel<Epilogue::kStore, kWgmmaBks, kWgmmaStages>) == cudaSuccess &&
+        attr.numRegs >= 128;
+    (void)cudaGetLastError();  // a missing kernel image is an answer here, not a sticky error
+    known = ok ? 1 : 2;
+    cache[dev].store(known, std::memory_order_relaxed);
+  }
+  return known == 1;
+}
 
 bool SkinnyTiledFills(int out, int n) {
   const int64_t tiles = int64_t{(out + kTiledRows - 1) / kTiledRows} * ((n + kTiledTokens - 1) / kTiledTokens);

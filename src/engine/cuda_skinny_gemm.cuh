@@ -1,7 +1,7 @@
 // engine/cuda_skinny_gemm.cuh — the skinny GEMM kernel template (design: cuda_skinny_gemm.cu). Internal to
 // src/engine and bench/cuda/bench_gemm.cu (which sweeps the template parameters).
-// defines: SkinnyArgs, SkinnyWRow, SkinnyWSegStride, Epilogue, SkinnyGemmKernel, LaunchSkinnyKernel, kSegK,
-//          kPassTokens, kSkinnySlices
+// defines: SkinnyArgs, SkinnyWRow, SkinnyWSegStride, Epilogue, SkinnyEmit8, SkinnyGemmKernel, LaunchSkinnyKernel,
+//          kSegK, kPassTokens, kSkinnySlices
 #pragma once
 
 #include <cuda_bf16.h>
@@ -69,6 +69,25 @@ __device__ __forceinline__ int SkinnyWSegStride(const SkinnyArgs& a) {
 }
 
 enum class Epilogue { kStore, kSwiGlu };
+
+// The epilogue of 8 consecutive rows [row, row + 8) of token tok from their fp32 sums v (the tiled schedules):
+// y = v + beta * y (the skinny kernel's expression), or SwiGLU of the 4 gate + 4 up rows of a GateUpRow tile.
+// Nothing past n or out is written.
+template <Epilogue E>
+__device__ __forceinline__ void SkinnyEmit8(const SkinnyArgs& a, int tok, int row, const float (&v)[8]) {
+  if (tok >= a.n || row >= a.out) return;
+  if constexpr (E == Epilogue::kStore) {
+    float* const dst = a.y + int64_t{tok} * a.out + row;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      if (row + i < a.out) dst[i] = a.beta == 0.f ? v[i] : v[i] + a.beta * dst[i];
+    }
+  } else {
+    __nv_bfloat16* const dst = a.h + int64_t{tok} * (a.out / 2) + row / 2;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) dst[i] = SwiGluBf16(v[i], v[i + 4]);
+  }
+}
 
 // Partial-sum slots of the cross-warp sum: fewer than the warps (the sum in phases) when the full set would
 // pass the 48 KiB static limit (8 warps x MT 4 x NR 4 = 64 KiB).

@@ -210,23 +210,6 @@ __global__ void __launch_bounds__(kTiledThreads, MINB) SkinnyTiledKernel(const S
   SkinnyCpAsyncWait<0>();
   __syncthreads();  // every warp is out of the ring: the epilogue tile reuses it
 
-  // The epilogue of 8 consecutive rows [r8, r8 + 8) of token t (tile coordinates) from their fp32 sums v:
-  // y = v + beta * y (the skinny kernel's expression), or SwiGLU of the 4 gate + 4 up rows of a GateUpRow tile.
-  auto emit = [&](int t, int r8, const float (&v)[8]) {
-    const int tok = tok0 + t, row = row0 + r8;
-    if (tok >= a.n || row >= a.out) return;
-    if constexpr (E == Epilogue::kStore) {
-      float* const dst = a.y + int64_t{tok} * a.out + row;
-#pragma unroll
-      for (int i = 0; i < 8; ++i) {
-        if (row + i < a.out) dst[i] = a.beta == 0.f ? v[i] : v[i] + a.beta * dst[i];
-      }
-    } else {
-      __nv_bfloat16* const dst = a.h + int64_t{tok} * (a.out / 2) + row / 2;
-#pragma unroll
-      for (int i = 0; i < 4; ++i) dst[i] = SwiGluBf16(v[i], v[i + 4]);
-    }
-  };
   constexpr int kGroups = kTiledRows / 8;  // 8-row groups of a tile row
 
   // Through shared memory, so that a thread holds 8 consecutive rows (a gate|up tile) of one token.
@@ -247,7 +230,7 @@ __global__ void __launch_bounds__(kTiledThreads, MINB) SkinnyTiledKernel(const S
     float v[8];
 #pragma unroll
     for (int k = 0; k < 8; ++k) v[k] = tile[t * kLd + r8 + k];
-    emit(t, r8, v);
+    SkinnyEmit8<E>(a, tok0 + t, row0 + r8, v);
   }
 }
 
