@@ -91,8 +91,8 @@ constexpr int kWgmmaBks = 2, kWgmmaStages = 3;
 // Which schedule runs (all compute the same bits): up to 16 tokens the streaming one; above, where 64 x 128 tiles
 // fill the SMs (gate|up and the LM head at 17-64 tokens, every matrix at prefill lengths) the wgmma schedule on
 // sm_90a, else the mma.sync tiled one; elsewhere the register schedule with 2 or 4 m-tiles a warp (q|k|v, o, down
-// at 17-64 tokens, where it beat both: H200 at 64 tokens, us, gemm-tiled-h200-2026-11-28: o 26 vs 60 tiled;
-// gemm-wgmma-h200-2026-11-28: o 23 vs 31 for wgmma in clusters of 8, since removed).
+// at 17-64 tokens, where it beat both: H200 at 64 tokens, us: o 26 vs 60 tiled (gemm-tiled-h200-2026-11-28); o 23
+// (gemm-wgmma-h200-2026-11-28) vs 31 for wgmma in clusters of 8, since removed (gemm-wgmma-split-h200-2026-11-28)).
 template <Epilogue E>
 Status Dispatch(const SkinnyArgs& a, bool pdl, cudaStream_t stream) {
   if (a.n <= kStreamMaxTokens) return LaunchStream<E>(a, pdl, stream);
