@@ -19,13 +19,13 @@
 //     mma output element depends only on its own A row and B column, so the result per token is bit-identical
 //     for any batch (test SkinnyGemm.BatchInvariant).
 //   - PDL: the first weight segments are loaded before PdlWait() (weights never depend on the previous kernel).
-// The same arithmetic runs in two more schedules: up to 16 tokens a streaming one (cuda_skinny_stream.cuh: W and
-// x through per-warp cp.async rings, resident blocks walking the row tiles), and above 16 a tiled one where its
-// 64-token x 128-row tiles fill the SMs (cuda_skinny_tiled.cuh: x and W through shared memory; any n, in tiles of
-// 64 tokens); elsewhere the register schedule (n > 64 in passes of 64 tokens, W re-read from L2 per pass). W may
+// The same arithmetic runs in more schedules: up to 16 tokens a streaming one (cuda_skinny_stream.cuh: W and x
+// through per-warp cp.async rings, resident blocks walking the row tiles), and above 16 a tiled one where its
+// 64-token x 128-row tiles fill the SMs (cuda_skinny_wgmma.cuh on sm_90a, else cuda_skinny_tiled.cuh: x and W
+// through shared memory; any n, in tiles of 64 tokens); elsewhere the register schedule (n > 64 in passes of 64 tokens, W re-read from L2 per pass). W may
 // be row-major or segment-tiled (WeightLayout): the layout moves bytes, not arithmetic.
-// defines: SkinnyGemmSupported, SkinnyTiledFills, LaunchSkinnyGemm, LaunchSkinnyGemmSwiGlu (declared in
-// cuda_engine_kernels.h)
+// defines: SkinnyGemmSupported, SkinnyTiledFills, SkinnyWgmmaAvailable, LaunchSkinnyGemm, LaunchSkinnyGemmSwiGlu
+// (declared in cuda_engine_kernels.h)
 #include <cuda_bf16.h>
 
 #include <atomic>
@@ -84,8 +84,8 @@ Status LaunchStream(const SkinnyArgs& a, bool pdl, cudaStream_t stream) {
   return Status::Ok();
 }
 
-// Hopper schedule (cuda_skinny_wgmma.cuh): 2 segments a stage, 3 stages (72.5 KiB, three blocks an SM; bench_gemm
-// --tiled, H200, gate|up at 64 tokens: 78.4 us, 4 stages 79.0, 4-segment stages 82.6).
+// Hopper schedule (cuda_skinny_wgmma.cuh): 2 segments a stage, 3 stages (72.5 KiB; 182-184 registers, so two blocks
+// an SM; bench_gemm --tiled, H200, gate|up at 64 tokens: 78.4 us, 4 stages 79.0, 4-segment stages 82.6).
 constexpr int kWgmmaBks = 2, kWgmmaStages = 3;
 
 // Which schedule runs (all compute the same bits): up to 16 tokens the streaming one; above, where 64 x 128 tiles

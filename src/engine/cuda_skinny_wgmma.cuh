@@ -1,30 +1,27 @@
-// engine/cuda_skinny_wgmma.cuh — the skinny GEMM's arithmetic with Hopper's warpgroup MMA (sm_90a), for more than
-// 16 tokens (design: cuda_skinny_gemm.cu). Internal to src/engine and bench/cuda/bench_gemm.cu.
+// engine/cuda_skinny_wgmma.cuh — the skinny GEMM's arithmetic with Hopper's warpgroup MMA (sm_90a), for more
+// than 16 tokens (design: cuda_skinny_gemm.cu). Internal to src/engine and bench/cuda/bench_gemm.cu.
 //
-// Why: at 64 tokens the mma.sync schedules ran at 1.1-1.35x cuBLAS (issue-bound: ~6 instructions per HMMA). One
-// wgmma m64n128k16 does the work of 64 mma.sync, and reads both operands from shared memory, so the issue cost
-// vanishes and the kernel can stream W at the memory's pace.
-// Same bits: measured on an H200 (a probe, session 8): for the same operands one wgmma k16 step gives the bits of
-// one mma.sync m16n8k16 (shapes m64n64 and m64n8, A from shared memory or registers), and one k16 MMA gives the
-// same bits under any permutation of its 16 k positions (409,600 elements each, normal and 2^-20..2^20 data). So
-// what fixes the bits is which 16 k values each MMA step sums and the order of the steps. The skinny arithmetic's
-// steps are, per 32-k segment: first k {0-3, 8-11, 16-19, 24-27}, then k {4-7, 12-15, 20-23, 28-31} (lane q's
-// 8q..8q+3 and 8q+4..8q+7, cuda_skinny_gemm.cuh). So each segment is copied into shared memory in 8-byte pieces
-// reordered to that grouping: stored row = [k 0-3 | 8-11 | 16-19 | 24-27 | 4-7 | 12-15 | 20-23 | 28-31], and the
-// segment's two k16 steps are its first and second 32 bytes. Then, as in every schedule: per K slice a fresh fp32
-// accumulator over its segments in order; the 8 slice sums added s0 + s1 + ... + s7 (tests: SkinnyWgmma.*).
-// Schedule: a block (one warpgroup) owns a 64-token x 128-row tile: D[token][row] = x . W^T with x as the A operand
-// (M = 64 tokens) and W as B (N = 128 rows), both K-major with the 64-byte swizzle, through a STAGES-deep cp.async
-// ring of BKS segments a stage; it walks the 8 slices in order, folding each into a running total. The engine runs
-// it where the tiles fill the SMs (cuda_skinny_gemm.cu).
-// Measured (bench_gemm --tiled, H200, 64 tokens, segment-tiled W): gate|up 78-79 us against the mma.sync tiled
-// schedule's 99.5 and cuBLAS's 72-78. Tried on the same card and removed: a cluster of 8 blocks a tile (one a
-// slice, summed in order over distributed shared memory) for the matrices with fewer tiles than SMs (o 31 us
-// against the register schedule's 23-24, q|k|v 37 vs 37-39, down 60 vs 55-59); two warpgroups a block (256-row
-// tiles, half the x traffic: slower, gate|up 80-83, o 68 vs 45 in one block a tile); a second MMA group in flight;
-// 16-byte L2-only copies (timing only, wrong k grouping: no faster); 1 KiB bulk copies of W from one thread
-// (slower: o 86 vs 46 us in one block a tile). A block moves about 34 GB/s whatever the ring depth (3-6 stages)
-// or copy width, so one block per SM (o: 32 tiles) takes 46 us; what bounds a block is not settled.
+// Why: at 64 tokens the mma.sync tiled schedule ran at 1.3x cuBLAS on gate|up, issue-bound at ~6 instructions
+// per HMMA. One wgmma m64n128k16 does the work of 64 mma.sync and reads both operands from shared memory.
+// Same bits (tests MmaBits.*, SkinnyWgmma.*):
+//   - one wgmma k16 step gives the bits of one mma.sync m16n8k16 on the same operands, and a k16 MMA's bits do
+//     not depend on the order of its 16 k. So what fixes the bits is which 16 k each MMA step sums and the order
+//     of the steps.
+//   - The skinny arithmetic's steps per 32-k segment are k {0-3, 8-11, 16-19, 24-27}, then {4-7, 12-15, 20-23,
+//     28-31} (lane q's 8q..8q+3 and 8q+4..8q+7, cuda_skinny_gemm.cuh). So each segment of W and x is copied
+//     into shared memory in 8-byte pieces regrouped to [0-3 | 8-11 | 16-19 | 24-27 | 4-7 | 12-15 | 20-23 |
+//     28-31], and the segment's two k16 steps are its first and second 32 bytes.
+//   - As in every schedule: per K slice a fresh fp32 accumulator over its segments in order; the 8 slice sums
+//     added s0 + s1 + ... + s7.
+// Schedule: a block (one warpgroup) owns a 64-token x 128-row tile, D[token][row] = x . W^T with x as the A
+// operand (M = 64 tokens) and W as B (N = 128 rows), both K-major with the 64-byte swizzle, through a
+// STAGES-deep cp.async ring of BKS segments a stage; it walks the 8 slices in order, folding each into a
+// running total. The engine runs it where the tiles fill the SMs (cuda_skinny_gemm.cu).
+// Measured (bench_gemm --tiled, H200, 64 tokens, segment-tiled W): gate|up 78-79 us; the mma.sync tiled
+// schedule 99.5, cuBLAS 72-78. Tried and removed (docs/kernel-spec.md): clusters of 8 blocks a tile for the
+// matrices with fewer tiles than SMs (no faster than the register schedule), 256-row tiles, a second MMA group
+// in flight, 16-byte L2-only copies, 1 KiB bulk copies of W. A block moves about 34 GB/s whatever the ring
+// depth or copy width; what bounds it is not settled.
 // defines: FP_SKINNY_SM90A, SkinnyWgmmaKernel, SkinnyWgmmaSmemBytes, LaunchSkinnyWgmmaKernel, kWgmmaTokens,
 //          kWgmmaRows
 #pragma once
@@ -52,7 +49,6 @@ constexpr int kWgmmaRows = 128;     // W rows of a tile (N)
 constexpr int kWgmmaThreads = 128;  // one warpgroup
 constexpr int kWgmmaSegBytes = 64;  // one row's segment: 32 bf16, one 64-byte swizzle row
 
-
 template <int BKS, int STAGES>
 __host__ __device__ constexpr int SkinnyWgmmaSmemBytes() {
   const int ring = STAGES * BKS * (kWgmmaRows + kWgmmaTokens) * kWgmmaSegBytes;
@@ -66,8 +62,9 @@ __device__ __forceinline__ void WgmmaCpAsync8(uint32_t dst, const void* src) {
   asm volatile("cp.async.ca.shared.global [%0], [%1], 8;" ::"r"(dst), "l"(src) : "memory");
 }
 
-// Byte offset, inside a segment's [rows][64 B] block, of row `row`'s 8-byte piece holding k 4p..4p+3 (p = 0..7):
-// stored piece (p even: p / 2, odd: 4 + p / 2), its 16-byte chunk XORed with (row / 2) % 4 (the 64-byte swizzle).
+// Byte offset, inside a segment's [rows][64 B] block, of row `row`'s 8-byte piece holding k 4p..4p+3 (p =
+// 0..7): stored piece (p even: p / 2, odd: 4 + p / 2), its 16-byte chunk XORed with (row / 2) % 4 (the
+// 64-byte swizzle).
 __host__ __device__ constexpr uint32_t WgmmaPieceOffset(int row, int p) {
   const int sp = (p & 1) ? 4 + (p >> 1) : (p >> 1);
   return static_cast<uint32_t>(row * kWgmmaSegBytes + ((((sp >> 1) ^ (row >> 1)) & 3) << 4) + (sp & 1) * 8);
@@ -106,10 +103,10 @@ __global__ void __launch_bounds__(kWgmmaThreads) SkinnyWgmmaKernel(const SkinnyA
 
   const uint32_t raw = static_cast<uint32_t>(__cvta_generic_to_shared(wgmma_smem));
   const uint32_t ring = raw + ((512u - (raw & 511u)) & 511u);
-  // The copy plan: thread tid moves piece p = tid % 8 (k 4p..4p+3) of rows tid / 8 + kCpRows i of every segment;
-  // rows a multiple of 8 apart share the swizzle phase, so the shared offsets are one base + i * kCpRows * 64 B.
-  // Eight threads read one row's 64 contiguous bytes. Rows past `out` / tokens past n load the last real one
-  // (their outputs are never stored; an output depends only on its own row and token).
+  // The copy plan: thread tid moves piece p = tid % 8 (k 4p..4p+3) of rows tid / 8 + kCpRows i of every
+  // segment; rows a multiple of 8 apart share the swizzle phase, so the shared offsets are one base + i *
+  // kCpRows * 64 B. Eight threads read one row's 64 contiguous bytes. Rows past `out` / tokens past n load
+  // the last real one (their outputs are never stored; an output depends only on its own row and token).
   const int cp_row = tid >> 3, cp_p = tid & 7;
   const uint32_t cp_dst = WgmmaPieceOffset(cp_row, cp_p);
   const int seg_stride = SkinnyWSegStride(a);
@@ -120,7 +117,8 @@ __global__ void __launch_bounds__(kWgmmaThreads) SkinnyWgmmaKernel(const SkinnyA
   }
   const __nv_bfloat16* xsrc[kXCopies];
 #pragma unroll
-  for (int i = 0; i < kXCopies; ++i) xsrc[i] = a.x + int64_t{min(tok0 + cp_row + kCpRows * i, a.n - 1)} * a.in + 4 * cp_p;
+  for (int i = 0; i < kXCopies; ++i)
+    xsrc[i] = a.x + int64_t{min(tok0 + cp_row + kCpRows * i, a.n - 1)} * a.in + 4 * cp_p;
   auto load_w = [&](int it, int st) {
     const uint32_t dst = ring + static_cast<uint32_t>(st * kStage) + cp_dst;
 #pragma unroll
@@ -142,8 +140,8 @@ __global__ void __launch_bounds__(kWgmmaThreads) SkinnyWgmmaKernel(const SkinnyA
     }
   };
 
-  // Prologue: W of the first STAGES - 1 stages before the wait (weights never depend on the previous kernel), then
-  // x; one commit group a stage.
+  // Prologue: W of the first STAGES - 1 stages before the wait (weights never depend on the previous kernel),
+  // then x; one commit group a stage.
 #pragma unroll
   for (int s = 0; s < STAGES - 1; ++s) {
     if (s < niter) load_w(s, s);
@@ -161,8 +159,8 @@ __global__ void __launch_bounds__(kWgmmaThreads) SkinnyWgmmaKernel(const SkinnyA
 #pragma unroll
   for (int i = 0; i < 16; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
   int slice = 0;
-  // Folds the finished slice (the first is the total) and any empty slices after it (each adds zeros, as an idle
-  // skinny warp's slot), and starts a fresh accumulator.
+  // Folds the finished slice (the first is the total) and any empty slices after it (each adds zeros, as an
+  // idle skinny warp's slot), and starts a fresh accumulator.
   auto finish_slice = [&] {
     do {
 #pragma unroll
@@ -182,7 +180,7 @@ __global__ void __launch_bounds__(kWgmmaThreads) SkinnyWgmmaKernel(const SkinnyA
     const int st = it % STAGES;
     SkinnyCpAsyncWait<STAGES - 2>();  // this thread's copies of stage `it` have landed
     pf::FenceProxyAsync();            // ... and are visible to the tensor core's reads
-    __syncthreads();                  // everyone's; and the MMAs that read the stage refilled next have completed
+    __syncthreads();  // everyone's; and the MMAs that read the stage refilled next have completed
     if (it + STAGES - 1 < niter) {
       load_w(it + STAGES - 1, (it + STAGES - 1) % STAGES);
       load_x(it + STAGES - 1, (it + STAGES - 1) % STAGES);
@@ -198,8 +196,8 @@ __global__ void __launch_bounds__(kWgmmaThreads) SkinnyWgmmaKernel(const SkinnyA
       if (seg >= nseg) break;
 #pragma unroll
       for (int h = 0; h < 2; ++h) {  // the segment's two k16 steps: its first and second 32 stored bytes
-        pf::WgmmaSS128(acc, SkinnySmemDesc64(x_seg + j * kXSeg + 32 * h), SkinnySmemDesc64(w_seg + j * kWSeg + 32 * h),
-                       1);
+        pf::WgmmaSS128(acc, SkinnySmemDesc64(x_seg + j * kXSeg + 32 * h),
+                       SkinnySmemDesc64(w_seg + j * kWSeg + 32 * h), 1);
       }
       if (seg + 1 == bound(slice + 1) && seg + 1 < nseg) {  // a slice ends inside the walk
         pf::WgmmaCommit();
@@ -218,8 +216,8 @@ __global__ void __launch_bounds__(kWgmmaThreads) SkinnyWgmmaKernel(const SkinnyA
   SkinnyCpAsyncWait<0>();
   __syncthreads();  // every warp is out of the ring: the epilogue tile reuses it
 
-  // The sums through an fp32 tile [64 tokens][128 + pad rows] (this thread: token 16 warp + g (+ 8), rows 8i + 2q,
-  // +1), so that a thread emits 8 consecutive rows (a gate|up tile) of one token.
+  // The sums through an fp32 tile [64 tokens][128 + pad rows] (this thread: token 16 warp + g (+ 8), rows 8i
+  // + 2q, +1), so that a thread emits 8 consecutive rows (a gate|up tile) of one token.
   float* const tile = reinterpret_cast<float*>(wgmma_smem + (ring - raw));
   constexpr int kLd = kRows + kTiledPad;
   const int t = 16 * warp + g, r = 2 * q;
@@ -240,8 +238,8 @@ __global__ void __launch_bounds__(kWgmmaThreads) SkinnyWgmmaKernel(const SkinnyA
 #endif
 }
 
-// Launches one configuration (the caller has checked the shape and that the device runs sm_90a code), opting in
-// to its dynamic shared memory on every launch (see LaunchSkinnyTiledKernel).
+// Launches one configuration (the caller has checked the shape and that the device runs sm_90a code), opting
+// in to its dynamic shared memory on every launch (see LaunchSkinnyTiledKernel).
 template <Epilogue E, int BKS, int STAGES>
 cudaError_t LaunchSkinnyWgmmaKernel(const SkinnyArgs& a, bool pdl, cudaStream_t stream) {
   constexpr int kSmem = SkinnyWgmmaSmemBytes<BKS, STAGES>();

@@ -1,9 +1,10 @@
 // skinny_wgmma_test.cu — the skinny GEMM's Hopper schedule (cuda_skinny_wgmma.cuh: wgmma, 8-byte k regrouping
 // into 64-byte-swizzled shared memory) computes the skinny kernel's arithmetic: bit-identical to the register
-// kernel on row-major W, reading W row-major or segment-tiled, several ring shapes (slices ending inside a stage),
-// both epilogues, beta 0 (NaN-poisoned output) and 1, odd shapes (a part-filled row tile, two token tiles, in
-// with one segment so 7 empty slices, slices of 16 and 17 segments); within the fp64 oracle's bound. Also that
-// the engine's dispatch runs it bit-identically for 17-64 tokens. Skips without a GPU, and without sm_90a.
+// kernel on row-major W, reading W row-major or segment-tiled, several ring shapes (slices ending inside a
+// stage), both epilogues, beta 0 (NaN-poisoned output) and 1, odd shapes (a part-filled row tile, two token
+// tiles, in with one segment so 7 empty slices, slices of 16 and 17 segments); within the fp64 oracle's
+// bound. Also that the engine's dispatch runs it bit-identically for 17-64 tokens. Skips without a GPU, and
+// without sm_90a.
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
@@ -31,10 +32,10 @@ using testing::Dev;
 using testing::Host;
 using testing::RandomBf16;
 
-#define SKIP_WITHOUT_WGMMA()                                                          \
-  do {                                                                                \
-    SKIP_WITHOUT_GPU();                                                               \
-    if (!ce::SkinnyWgmmaAvailable()) GTEST_SKIP() << "no sm_90a device or build";     \
+#define SKIP_WITHOUT_WGMMA()                                                      \
+  do {                                                                            \
+    SKIP_WITHOUT_GPU();                                                           \
+    if (!ce::SkinnyWgmmaAvailable()) GTEST_SKIP() << "no sm_90a device or build"; \
   } while (0)
 
 // The reference: the register kernel (4 m-tiles, 4 row tiles a warp) on row-major W.
@@ -53,8 +54,8 @@ Config Cfg(const char* name) {
   return {name, ce::LaunchSkinnyWgmmaKernel<ce::Epilogue::kStore, BKS, STAGES>,
           ce::LaunchSkinnyWgmmaKernel<ce::Epilogue::kSwiGlu, BKS, STAGES>};
 }
-// The engine's ring (2-segment stages, 3 stages), a deeper one, 3-segment stages (a slice of 16 or 17 segments ends
-// inside a stage) and 1-segment ones.
+// The engine's ring (2-segment stages, 3 stages), a deeper one, 3-segment stages (a slice of 16 or 17
+// segments ends inside a stage) and 1-segment ones.
 std::vector<Config> Configs() {
   return {Cfg<2, 3>("bks2 st3"), Cfg<2, 4>("bks2 st4"), Cfg<3, 3>("bks3 st3"), Cfg<1, 6>("bks1 st6")};
 }
@@ -85,7 +86,8 @@ void CheckStore(int out, uint32_t seed, bool oracle) {
                          std::to_string(static_cast<int>(lay)));
             float* dy = Dev(y0);
             const bf16* wl = lay == ce::WeightLayout::kRowMajor ? dw : dwt;
-            ASSERT_EQ(cudaSuccess, c.store(ce::SkinnyArgs{wl, dx, dy, nullptr, out, in, n, beta, lay}, false, nullptr));
+            ASSERT_EQ(cudaSuccess,
+                      c.store(ce::SkinnyArgs{wl, dx, dy, nullptr, out, in, n, beta, lay}, false, nullptr));
             const auto got = Host(dy, y0.size());
             for (size_t i = 0; i < got.size(); ++i) {
               ASSERT_TRUE(std::isfinite(got[i])) << "element " << i << " not written";
@@ -123,11 +125,12 @@ void CheckSwiGlu(int ff, uint32_t seed) {
       const auto ref = Host(dref, static_cast<size_t>(n) * ff);
       for (const Config& c : Configs()) {
         for (const auto lay : {ce::WeightLayout::kRowMajor, ce::WeightLayout::kSegmentTiled}) {
-          SCOPED_TRACE(std::string(c.name) + ": ff " + std::to_string(ff) + " in " + std::to_string(in) + " n " +
-                       std::to_string(n) + " layout " + std::to_string(static_cast<int>(lay)));
+          SCOPED_TRACE(std::string(c.name) + ": ff " + std::to_string(ff) + " in " + std::to_string(in) +
+                       " n " + std::to_string(n) + " layout " + std::to_string(static_cast<int>(lay)));
           bf16* dh = Dev(std::vector<bf16>(static_cast<size_t>(n) * ff, poison));
           const bf16* wl = lay == ce::WeightLayout::kRowMajor ? dw : dwt;
-          ASSERT_EQ(cudaSuccess, c.swiglu(ce::SkinnyArgs{wl, dx, nullptr, dh, 2 * ff, in, n, 0.f, lay}, false, nullptr));
+          ASSERT_EQ(cudaSuccess,
+                    c.swiglu(ce::SkinnyArgs{wl, dx, nullptr, dh, 2 * ff, in, n, 0.f, lay}, false, nullptr));
           ASSERT_TRUE(testing::WrittenAndBitIdentical(Host(dh, ref.size()), ref, static_cast<size_t>(ff)));
           cudaFree(dh);
         }
@@ -154,8 +157,8 @@ TEST(SkinnyWgmma, SwiGluBitIdenticalToRegisterKernel) {
   CheckSwiGlu(700, 93);
 }
 
-// The engine's dispatch (LaunchSkinnyGemm) at 17-64 tokens: this schedule for a matrix whose tiles fill the SMs,
-// the register schedule for one whose do not; both bit-identical to the register kernel on row-major W.
+// The engine's dispatch (LaunchSkinnyGemm) at 17-64 tokens: this schedule for a matrix whose tiles fill the
+// SMs, the register schedule for one whose do not; both bit-identical to the register kernel on row-major W.
 TEST(SkinnyWgmma, EngineDispatchBitIdentical) {
   SKIP_WITHOUT_WGMMA();
   std::mt19937 rng(94);
@@ -171,10 +174,12 @@ TEST(SkinnyWgmma, EngineDispatchBitIdentical) {
       float* dref = Dev(std::vector<float>(static_cast<size_t>(n) * out, std::nanf("")));
       float* dy = Dev(std::vector<float>(static_cast<size_t>(n) * out, std::nanf("")));
       Reference<ce::Epilogue::kStore>(ce::SkinnyArgs{dw, dx, dref, nullptr, out, in, n, 0.f});
-      ASSERT_TRUE(ce::LaunchSkinnyGemm(dwt, out, in, dx, n, dy, 0.f, false, nullptr, ce::WeightLayout::kSegmentTiled)
-                      .ok());
+      ASSERT_TRUE(
+          ce::LaunchSkinnyGemm(dwt, out, in, dx, n, dy, 0.f, false, nullptr, ce::WeightLayout::kSegmentTiled)
+              .ok());
       EXPECT_TRUE(testing::WrittenAndBitIdentical(Host(dy, static_cast<size_t>(n) * out),
-                                                  Host(dref, static_cast<size_t>(n) * out), static_cast<size_t>(out)));
+                                                  Host(dref, static_cast<size_t>(n) * out),
+                                                  static_cast<size_t>(out)));
       cudaFree(dx);
       cudaFree(dref);
       cudaFree(dy);
@@ -184,8 +189,8 @@ TEST(SkinnyWgmma, EngineDispatchBitIdentical) {
   }
 }
 
-// Small cases for compute-sanitizer (scripts/gpu-check runs *Sanitizer*): two rings, both epilogues and layouts,
-// a part-filled row tile and a part-filled token tile.
+// Small cases for compute-sanitizer (scripts/gpu-check runs *Sanitizer*): two rings, both epilogues and
+// layouts, a part-filled row tile and a part-filled token tile.
 TEST(SkinnySanitizer, WgmmaSmall) {
   SKIP_WITHOUT_WGMMA();
   std::mt19937 rng(95);
@@ -207,8 +212,10 @@ TEST(SkinnySanitizer, WgmmaSmall) {
       const bf16* wl = lay == ce::WeightLayout::kRowMajor ? dw : dwt;
       float* y = Dev(std::vector<float>(ry.size(), std::nanf("")));
       bf16* h = Dev(std::vector<bf16>(rh.size(), __float2bfloat16(std::nanf(""))));
-      ASSERT_EQ(cudaSuccess, c.store(ce::SkinnyArgs{wl, dx, y, nullptr, out, in, n, 0.f, lay}, false, nullptr));
-      ASSERT_EQ(cudaSuccess, c.swiglu(ce::SkinnyArgs{wl, dx, nullptr, h, out, in, n, 0.f, lay}, false, nullptr));
+      ASSERT_EQ(cudaSuccess,
+                c.store(ce::SkinnyArgs{wl, dx, y, nullptr, out, in, n, 0.f, lay}, false, nullptr));
+      ASSERT_EQ(cudaSuccess,
+                c.swiglu(ce::SkinnyArgs{wl, dx, nullptr, h, out, in, n, 0.f, lay}, false, nullptr));
       EXPECT_TRUE(testing::WrittenAndBitIdentical(Host(y, ry.size()), ry, out));
       EXPECT_TRUE(testing::WrittenAndBitIdentical(Host(h, rh.size()), rh, out / 2));
       cudaFree(y);
