@@ -22,8 +22,9 @@
 // The same arithmetic runs in more schedules: up to 16 tokens a streaming one (cuda_skinny_stream.cuh: W and x
 // through per-warp cp.async rings, resident blocks walking the row tiles), and above 16 a tiled one where its
 // 64-token x 128-row tiles fill the SMs (cuda_skinny_wgmma.cuh on sm_90a, else cuda_skinny_tiled.cuh: x and W
-// through shared memory; any n, in tiles of 64 tokens); elsewhere the register schedule (n > 64 in passes of 64 tokens, W re-read from L2 per pass). W may
-// be row-major or segment-tiled (WeightLayout): the layout moves bytes, not arithmetic.
+// through shared memory; any n, in tiles of 64 tokens); elsewhere the register schedule (n > 64 in passes of 64
+// tokens, W re-read from L2 per pass). W may be row-major or segment-tiled (WeightLayout): the layout moves
+// bytes, not arithmetic.
 // defines: SkinnyGemmSupported, SkinnyTiledFills, SkinnyWgmmaAvailable, LaunchSkinnyGemm, LaunchSkinnyGemmSwiGlu
 // (declared in cuda_engine_kernels.h)
 #include <cuda_bf16.h>

@@ -1,7 +1,7 @@
 // engine/cuda_skinny_gemm.cuh — the skinny GEMM kernel template (design: cuda_skinny_gemm.cu). Internal to
 // src/engine and bench/cuda/bench_gemm.cu (which sweeps the template parameters).
-// defines: SkinnyArgs, SkinnyWRow, SkinnyWSegStride, Epilogue, SkinnyEmit8, SkinnyGemmKernel, LaunchSkinnyKernel,
-//          kSegK, kPassTokens, kSkinnySlices
+// defines: SkinnyArgs, SkinnyWRow, SkinnyWSegStride, Epilogue, SkinnyEmit8, SkinnyRingPrologue, SkinnyGemmKernel,
+//          LaunchSkinnyKernel, kSegK, kPassTokens, kSkinnySlices
 #pragma once
 
 #include <cuda_bf16.h>
@@ -44,6 +44,25 @@ __device__ __forceinline__ void SkinnyCpAsyncCommit() { asm volatile("cp.async.c
 template <int N>
 __device__ __forceinline__ void SkinnyCpAsyncWait() {
   asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+// The first STAGES - 1 stages of a block's cp.async ring (the tiled and wgmma schedules): W before the PDL wait
+// (weights never depend on the previous kernel), x after it, one commit group a stage (group 0 also holds all the
+// prologue's W, so waiting for it waits for them too). load_w / load_x(it, stage) fill stage `stage` with the
+// ring's `it`-th step.
+template <int STAGES, typename LoadW, typename LoadX>
+__device__ __forceinline__ void SkinnyRingPrologue(int niter, const LoadW& load_w, const LoadX& load_x) {
+#pragma unroll
+  for (int s = 0; s < STAGES - 1; ++s) {
+    if (s < niter) load_w(s, s);
+  }
+  PdlWait();
+  PdlLaunchDependents();
+#pragma unroll
+  for (int s = 0; s < STAGES - 1; ++s) {
+    if (s < niter) load_x(s, s);
+    SkinnyCpAsyncCommit();
+  }
 }
 
 struct SkinnyArgs {

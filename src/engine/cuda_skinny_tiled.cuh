@@ -20,7 +20,8 @@
 //     the engine runs it only where its tiles fill the SMs (cuda_skinny_gemm.cu). A split along K for the
 //     matrices with fewer tiles (unit 0 folding its slices, the others storing each slice, the last to arrive
 //     adding them in order) was bit-identical but lost to the register schedule there and was removed.
-// defines: SkinnyTiledKernel, SkinnyTiledSmemBytes, LaunchSkinnyTiledKernel, kTiledTokens, kTiledRows
+// defines: SkinnyTiledKernel, SkinnyTiledSmemBytes, LaunchSkinnyTileGrid, LaunchSkinnyTiledKernel, kTiledTokens,
+//          kTiledRows
 #pragma once
 
 #include <cuda_bf16.h>
@@ -123,19 +124,7 @@ __global__ void __launch_bounds__(kTiledThreads, MINB) SkinnyTiledKernel(const S
     }
   };
 
-  // Prologue: W of the first STAGES - 1 stages before the wait; x after it, one commit group per stage (group
-  // 0 also holds all the prologue's W, so waiting for it waits for them too).
-#pragma unroll
-  for (int s = 0; s < STAGES - 1; ++s) {
-    if (s < niter) load_w(s, s);
-  }
-  PdlWait();
-  PdlLaunchDependents();
-#pragma unroll
-  for (int s = 0; s < STAGES - 1; ++s) {
-    if (s < niter) load_x(s, s);
-    SkinnyCpAsyncCommit();
-  }
+  SkinnyRingPrologue<STAGES>(niter, load_w, load_x);
 
   float acc[2][4][4], total[2][4][4];
 #pragma unroll
@@ -234,19 +223,26 @@ __global__ void __launch_bounds__(kTiledThreads, MINB) SkinnyTiledKernel(const S
   }
 }
 
-// Launches one configuration, opting in to its dynamic shared memory on every launch (a host-side attribute
-// call; not cached: a static cache is shared by every translation unit that instantiates this template, and
-// bench_gemm's launches failed with one, and it would miss a second device). The caller has checked the shape.
+// Launches `kernel` on a grid of (row tiles, 64-token tiles) of a's shape, opting in to its `smem` bytes of
+// dynamic shared memory on every launch (a host-side attribute call; not cached: a static cache is shared by
+// every translation unit that instantiates a launcher, and bench_gemm's launches failed with one, and it would
+// miss a second device). The tiled and wgmma schedules; the caller has checked the shape.
+inline cudaError_t LaunchSkinnyTileGrid(void (*kernel)(SkinnyArgs), int smem, int tile_rows, int threads,
+                                        const SkinnyArgs& a, bool pdl, cudaStream_t stream) {
+  const cudaError_t attr = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  if (attr != cudaSuccess) return attr;
+  const dim3 grid(static_cast<unsigned>((a.out + tile_rows - 1) / tile_rows),
+                  static_cast<unsigned>((a.n + kTiledTokens - 1) / kTiledTokens));
+  return LaunchKernel(pdl, kernel, grid, dim3(threads), static_cast<size_t>(smem), stream, a);
+}
+
+// Launches one configuration (LaunchSkinnyTileGrid).
 template <Epilogue E, int BKS, int STAGES, int MINB = 1>
 cudaError_t LaunchSkinnyTiledKernel(const SkinnyArgs& a, bool pdl, cudaStream_t stream) {
   constexpr int kSmem = SkinnyTiledSmemBytes<BKS, STAGES>();
   static_assert(kSmem <= 227 * 1024, "skinny tiled: ring larger than a block's shared memory");
-  constexpr auto kernel = SkinnyTiledKernel<E, BKS, STAGES, MINB>;
-  const cudaError_t attr = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
-  if (attr != cudaSuccess) return attr;
-  const dim3 grid(static_cast<unsigned>((a.out + kTiledRows - 1) / kTiledRows),
-                  static_cast<unsigned>((a.n + kTiledTokens - 1) / kTiledTokens));
-  return LaunchKernel(pdl, kernel, grid, dim3(kTiledThreads), kSmem, stream, a);
+  return LaunchSkinnyTileGrid(SkinnyTiledKernel<E, BKS, STAGES, MINB>, kSmem, kTiledRows, kTiledThreads, a, pdl,
+                              stream);
 }
 
 }  // namespace fp::cuda_engine

@@ -140,19 +140,7 @@ __global__ void __launch_bounds__(kWgmmaThreads) SkinnyWgmmaKernel(const SkinnyA
     }
   };
 
-  // Prologue: W of the first STAGES - 1 stages before the wait (weights never depend on the previous kernel),
-  // then x; one commit group a stage.
-#pragma unroll
-  for (int s = 0; s < STAGES - 1; ++s) {
-    if (s < niter) load_w(s, s);
-  }
-  PdlWait();
-  PdlLaunchDependents();
-#pragma unroll
-  for (int s = 0; s < STAGES - 1; ++s) {
-    if (s < niter) load_x(s, s);
-    SkinnyCpAsyncCommit();
-  }
+  SkinnyRingPrologue<STAGES>(niter, load_w, load_x);
 
   // acc: the current slice; total: the finished slices folded left to right.
   float acc[16][4], total[16][4];
@@ -238,18 +226,13 @@ __global__ void __launch_bounds__(kWgmmaThreads) SkinnyWgmmaKernel(const SkinnyA
 #endif
 }
 
-// Launches one configuration (the caller has checked the shape and that the device runs sm_90a code), opting
-// in to its dynamic shared memory on every launch (see LaunchSkinnyTiledKernel).
+// Launches one configuration (LaunchSkinnyTileGrid); the caller has also checked that the device runs sm_90a code.
 template <Epilogue E, int BKS, int STAGES>
 cudaError_t LaunchSkinnyWgmmaKernel(const SkinnyArgs& a, bool pdl, cudaStream_t stream) {
   constexpr int kSmem = SkinnyWgmmaSmemBytes<BKS, STAGES>();
   static_assert(kSmem <= 227 * 1024, "skinny wgmma: ring larger than a block's shared memory");
-  constexpr auto kernel = SkinnyWgmmaKernel<E, BKS, STAGES>;
-  const cudaError_t attr = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
-  if (attr != cudaSuccess) return attr;
-  const dim3 grid(static_cast<unsigned>((a.out + kWgmmaRows - 1) / kWgmmaRows),
-                  static_cast<unsigned>((a.n + kWgmmaTokens - 1) / kWgmmaTokens));
-  return LaunchKernel(pdl, kernel, grid, dim3(kWgmmaThreads), kSmem, stream, a);
+  static_assert(kWgmmaTokens == kTiledTokens, "skinny wgmma: the tile grid's token tiles");
+  return LaunchSkinnyTileGrid(SkinnyWgmmaKernel<E, BKS, STAGES>, kSmem, kWgmmaRows, kWgmmaThreads, a, pdl, stream);
 }
 
 }  // namespace fp::cuda_engine

@@ -1,5 +1,5 @@
 // gemm_test_util.h — device buffers, random operands, the residual input y0, the fp64 GEMM oracle, segment-tiled
-// weight copies and the bit-identity check shared by the GEMM tests (skinny_gemm_test.cu, skinny_tiled_test.cu,
+// weight copies and the bit-identity checks shared by the GEMM tests (skinny_gemm_test.cu, skinny_tiled_test.cu,
 // skinny_stream_test.cu, weight_layout_test.cu, gemv_fused_test.cu).
 #pragma once
 
@@ -112,6 +112,24 @@ template <typename T>
     if (std::memcmp(&got[i], &ref[i], sizeof(T)) != 0) {
       return ::testing::AssertionFailure() << "(" << i / cols << ", " << i % cols << "): " << value(got[i]) << " vs "
                                            << value(ref[i]);
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
+// A GEMM output y [n, out] against the reference kernel's: every element written and bit-identical
+// (WrittenAndBitIdentical), and within the fp64 oracle's bound (GemmOracle's want / mag; not checked when want is
+// empty). Failures name (token, output row).
+inline ::testing::AssertionResult BitIdenticalWithinOracle(const std::vector<float>& got, const std::vector<float>& ref,
+                                                           const std::vector<double>& want,
+                                                           const std::vector<double>& mag, int in, int out) {
+  ::testing::AssertionResult same = WrittenAndBitIdentical(got, ref, static_cast<size_t>(out));
+  if (!same) return same;
+  for (size_t i = 0; i < want.size() && i < got.size(); ++i) {
+    const double bound = GemmErrorBound(in, mag[i]);
+    if (std::fabs(got[i] - want[i]) > bound) {
+      return ::testing::AssertionFailure() << "(" << i / out << ", " << i % out << "): " << got[i]
+                                           << " is off the oracle's " << want[i] << " by more than " << bound;
     }
   }
   return ::testing::AssertionSuccess();

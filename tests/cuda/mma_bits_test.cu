@@ -19,6 +19,7 @@
 #include "core/cuda_check.h"
 #include "cuda_test_util.h"
 #include "engine/cuda_engine_kernels.h"
+#include "engine/cuda_skinny_gemm.cuh"  // Mma: the skinny kernels' mma.sync
 
 namespace fp {
 namespace {
@@ -28,14 +29,6 @@ using namespace fp::prefill;  // NOLINT: the wgmma wrappers
 // A [M][K], B [N][K] (both K-major), D [M][N] = C + A B^T over 4 k16 steps.
 constexpr int M = 64, N = 64, K = 64;
 
-__device__ __forceinline__ void MmaSync(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                        uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
 __device__ __forceinline__ uint32_t Pair(const __nv_bfloat16* p) {
   return *reinterpret_cast<const uint32_t*>(p);
 }
@@ -47,8 +40,9 @@ __global__ void MmaSyncKernel(const __nv_bfloat16* A, const __nv_bfloat16* B, co
                 C[(m0 + g + 8) * N + n0 + 2 * q], C[(m0 + g + 8) * N + n0 + 2 * q + 1]};
   for (int ks = 0; ks < K / 16; ++ks) {
     const int k = ks * 16 + 2 * q;
-    MmaSync(d, Pair(A + (m0 + g) * K + k), Pair(A + (m0 + g + 8) * K + k), Pair(A + (m0 + g) * K + k + 8),
-            Pair(A + (m0 + g + 8) * K + k + 8), Pair(B + (n0 + g) * K + k), Pair(B + (n0 + g) * K + k + 8));
+    cuda_engine::Mma(d, Pair(A + (m0 + g) * K + k), Pair(A + (m0 + g + 8) * K + k),
+                     Pair(A + (m0 + g) * K + k + 8), Pair(A + (m0 + g + 8) * K + k + 8),
+                     Pair(B + (n0 + g) * K + k), Pair(B + (n0 + g) * K + k + 8));
   }
   D[(m0 + g) * N + n0 + 2 * q] = d[0];
   D[(m0 + g) * N + n0 + 2 * q + 1] = d[1];

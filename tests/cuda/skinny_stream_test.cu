@@ -77,13 +77,7 @@ void CheckStore(int out, uint32_t seed) {
           ASSERT_EQ(cudaSuccess, (ce::LaunchSkinnyStreamKernel<NR, kStore, RING, MINB>(
                                      ce::SkinnyArgs{wl, dx, dy, nullptr, out, in, n, beta, lay}, sms, false, nullptr)));
           const auto got = Host(dy, y0.size());
-          for (size_t i = 0; i < got.size(); ++i) {
-            ASSERT_TRUE(std::isfinite(got[i])) << "element " << i << " not written";
-            ASSERT_EQ(0, std::memcmp(&got[i], &ref[i], sizeof(float)))
-                << "token " << i / out << " row " << i % out << ": " << got[i] << " vs " << ref[i];
-            ASSERT_LE(std::fabs(got[i] - want[i]), testing::GemmErrorBound(in, mag[i]))
-                << "token " << i / out << " row " << i % out;
-          }
+          ASSERT_TRUE(testing::BitIdenticalWithinOracle(got, ref, want, mag, in, out));
           cudaFree(dy);
         }
         cudaFree(dref);

@@ -67,13 +67,7 @@ TEST(SkinnyTiled, StoreBitIdenticalToRegisterKernel) {
           float* dy = Dev(y0);
           LaunchBoth<ce::Epilogue::kStore>(ce::SkinnyArgs{dw, dx, dy, nullptr, s.out, s.in, n, beta}, variant);
           const auto got = Host(dy, y0.size());
-          for (size_t i = 0; i < got.size(); ++i) {
-            ASSERT_TRUE(std::isfinite(got[i])) << "element " << i << " not written";
-            ASSERT_EQ(0, std::memcmp(&got[i], &ref[i], sizeof(float)))
-                << "token " << i / s.out << " row " << i % s.out << ": " << got[i] << " vs " << ref[i];
-            ASSERT_LE(std::fabs(got[i] - want[i]), testing::GemmErrorBound(s.in, mag[i]))
-                << "token " << i / s.out << " row " << i % s.out;
-          }
+          ASSERT_TRUE(testing::BitIdenticalWithinOracle(got, ref, want, mag, s.in, s.out));
           cudaFree(dy);
         }
         cudaFree(dref);

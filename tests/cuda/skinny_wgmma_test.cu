@@ -89,15 +89,7 @@ void CheckStore(int out, uint32_t seed, bool oracle) {
             ASSERT_EQ(cudaSuccess,
                       c.store(ce::SkinnyArgs{wl, dx, dy, nullptr, out, in, n, beta, lay}, false, nullptr));
             const auto got = Host(dy, y0.size());
-            for (size_t i = 0; i < got.size(); ++i) {
-              ASSERT_TRUE(std::isfinite(got[i])) << "element " << i << " not written";
-              ASSERT_EQ(0, std::memcmp(&got[i], &ref[i], sizeof(float)))
-                  << "token " << i / out << " row " << i % out << ": " << got[i] << " vs " << ref[i];
-              if (oracle) {
-                ASSERT_LE(std::fabs(got[i] - want[i]), testing::GemmErrorBound(in, mag[i]))
-                    << "token " << i / out << " row " << i % out;
-              }
-            }
+            ASSERT_TRUE(testing::BitIdenticalWithinOracle(got, ref, want, mag, in, out));
             cudaFree(dy);
           }
         }
