@@ -3,11 +3,15 @@
 // bit for bit on the GPU (one prefill replays prefill + decode: every commit root, every token), tolerantly on the
 // CPU (fingerprints), and not exactly on the CPU. A tampered root or generated token is rejected on the GPU. Timings
 // of generate vs verify are printed. A greedy transcript is checked through device argmax ids (ForwardGreedy).
-// Every test skips without a CUDA device.
+// Opt-in (FP_CROSS_CARD_DIR): a transcript from one card verified on another. Every test skips without a CUDA
+// device.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cuda_runtime_api.h>
+
 #include <chrono>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -289,6 +293,40 @@ TEST(TranscriptCudaTest, CublasPaddedTranscriptStillVerifies) {
   EXPECT_EQ(wrong.status().code(), StatusCode::kInvalidArgument) << wrong.status().ToString();
   std::error_code ec;
   fs::remove_all(r.dir, ec);
+}
+
+// Across cards (opt-in: FP_CROSS_CARD_DIR names a directory; skips without it). The seeded generation above runs on
+// this GPU. With no transcript in the directory it is written there with this card's name; with one (from another
+// card), that transcript must verify bit for bit on this GPU, and this card's own run must have produced the same
+// tokens and commit roots. Run once per card, carrying the directory from one machine to the next.
+TEST(TranscriptCudaTest, CrossCardReplayIfAsked) {
+  SKIP_WITHOUT_GPU();
+  const char* dir = std::getenv("FP_CROSS_CARD_DIR");
+  if (dir == nullptr) GTEST_SKIP() << "FP_CROSS_CARD_DIR not set";
+  cudaDeviceProp prop{};
+  ASSERT_EQ(cudaSuccess, cudaGetDeviceProperties(&prop, 0));
+  CudaRun r = GenerateOnCuda(150);  // the model file is the same bytes on every machine (seeded)
+  ASSERT_FALSE(r.t.commits.empty());
+  const fs::path path = fs::path(dir) / "transcript.json", card = fs::path(dir) / "card.txt";
+  if (!fs::exists(path)) {
+    fs::create_directories(dir);
+    std::ofstream(path) << r.t.ToJson();
+    std::ofstream(card) << prop.name << "\n";
+    std::printf("[transcript-cuda] cross-card: wrote %s (%s)\n", path.c_str(), prop.name);
+    return;
+  }
+  std::string other;
+  std::getline(std::ifstream(card), other);
+  auto theirs = Transcript::Load(path.string());
+  ASSERT_TRUE(theirs.ok()) << theirs.status().ToString();
+  auto rep = VerifyOnCuda(*theirs, r.model);
+  ASSERT_TRUE(rep.ok()) << rep.status().ToString();
+  EXPECT_TRUE(rep->ok) << other << " transcript on " << prop.name << ": " << rep->failure;
+  EXPECT_EQ(theirs->generated, r.t.generated) << other << " vs " << prop.name;
+  EXPECT_EQ(theirs->commits, r.t.commits) << other << " vs " << prop.name;
+  std::printf("[transcript-cuda] cross-card: %s transcript (%zu tokens, %zu commits) verified on %s: %s\n",
+              other.c_str(), theirs->generated.size(), theirs->commits.size(), prop.name,
+              rep->ok ? "ok" : rep->failure.c_str());
 }
 
 TEST(TranscriptCudaTest, NeedsBatchInvariantMode) {
