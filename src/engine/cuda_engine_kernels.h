@@ -137,10 +137,11 @@ Status LaunchWeightRelayout(const __nv_bfloat16* src, int out, int in, WeightLay
 // out), any n >= 1 (fast for n <= 64), in % 32 == 0, W and x 16-byte aligned (SkinnyGemmSupported), W in either
 // layout (same bits). Each token's row of y is bit-identical whatever n is and wherever the token sits in x.
 bool SkinnyGemmSupported(int out, int in, const void* w, const void* x, int n);
-// Whether n tokens of a matrix with `out` rows run the tiled schedule (cuda_skinny_tiled.cuh): more than 16 tokens
-// and at least one 64 x 128 tile per SM. Same bits either way; for tests and benches that want one schedule.
+// Whether n tokens of a matrix with `out` rows run a tiled schedule (cuda_skinny_wgmma.cuh on sm_90a, else
+// cuda_skinny_tiled.cuh): more than 16 tokens and at least one 64 x 128 tile per SM. Same bits either way; for
+// tests and benches that want one schedule.
 bool SkinnyTiledFills(int out, int n);
-// Whether 17-64 tokens run the Hopper (wgmma) schedule: a compute capability 9.0 device and an sm_90a build.
+// Whether the tiled schedule is the Hopper (wgmma) one: a compute capability 9.0 device and an sm_90a build.
 bool SkinnyWgmmaAvailable();
 Status LaunchSkinnyGemm(const __nv_bfloat16* w, int out, int in, const __nv_bfloat16* x, int n, float* y,
                         float beta, bool pdl, cudaStream_t stream, WeightLayout layout = WeightLayout::kRowMajor);
