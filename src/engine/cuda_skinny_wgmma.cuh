@@ -17,8 +17,8 @@
 // operand (M = 64 tokens) and W as B (N = 128 rows), both K-major with the 64-byte swizzle, through a
 // STAGES-deep cp.async ring of BKS segments a stage; it walks the 8 slices in order, folding each into a
 // running total. The engine runs it where the tiles fill the SMs (cuda_skinny_gemm.cu).
-// Measured (bench_gemm --tiled, H200, 64 tokens, segment-tiled W): gate|up 78-79 us; the mma.sync tiled
-// schedule 99.5, cuBLAS 72-78. Tried and removed (docs/kernel-spec.md): clusters of 8 blocks a tile for the
+// Measured (bench_gemm --tiled, H200, 64 tokens, segment-tiled W): gate|up 78-80 us; the mma.sync tiled
+// schedule 99-99.5, cuBLAS 72-78. Tried and removed (docs/kernel-spec.md): clusters of 8 blocks a tile for the
 // matrices with fewer tiles than SMs (no faster than the register schedule), 256-row tiles, a second MMA group
 // in flight, 16-byte L2-only copies, 1 KiB bulk copies of W. A block moves about 34 GB/s whatever the ring
 // depth or copy width; what bounds it is not settled.
