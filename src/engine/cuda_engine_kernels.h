@@ -6,7 +6,8 @@
 //          LaunchArgmaxChecked, LaunchSampleBounds (cuda_sample_bounds.cu), LaunchRandomBf16,
 //          LaunchFillF32, LaunchF32ToBf16, GemvSupported, LaunchGemvBf16, LaunchGemvSwiGluBf16, GemvNorm,
 //          GemvNormSupported, LaunchGemvNormRopeBf16 (cuda_gemv.cu),
-//          WeightLayout, kWeightTileRows, WeightLayoutRows, LaunchWeightRelayout (cuda_weight_layout.cu),
+//          WeightLayout, kWeightTileRows, kWeightSegK, WeightLayoutRows, LaunchWeightRelayout
+//          (cuda_weight_layout.cu),
 //          SkinnyGemmSupported, SkinnyTiledFills, SkinnyWgmmaAvailable, LaunchSkinnyGemm, LaunchSkinnyGemmSwiGlu
 //          (cuda_skinny_gemm.cu)
 // `pdl`: launch with programmatic dependent launch (cuda_pdl.cuh; the caller checks the device is sm_90+).
@@ -125,6 +126,7 @@ Status LaunchGemvNormRopeBf16(const __nv_bfloat16* w_qkv, int in, const GemvNorm
 // keeps its GEMM weights so. Its buffers hold WeightLayoutRows(out) rows (zeros past out).
 enum class WeightLayout : int { kRowMajor = 0, kSegmentTiled = 1 };
 constexpr int kWeightTileRows = 16;
+constexpr int kWeightSegK = 32;  // k of a segment: the skinny GEMM's (cuda_skinny_gemm.cuh: kSegK)
 constexpr int64_t WeightLayoutRows(int64_t out) {
   return (out + kWeightTileRows - 1) / kWeightTileRows * kWeightTileRows;
 }

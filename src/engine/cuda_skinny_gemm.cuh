@@ -13,7 +13,7 @@
 
 namespace fp::cuda_engine {
 
-constexpr int kSegK = 32;        // k elements per segment: one 16-byte load per lane and two mmas
+constexpr int kSegK = kWeightSegK;  // k elements per segment: one 16-byte load per lane and two mmas
 constexpr int kPassTokens = 64;  // tokens per pass (MT <= 4 m-tiles)
 // The engine's K split: contiguous slices of segments, each accumulated alone, added in slice order. One skinny
 // warp per slice (W of LaunchSkinnyKernel), one pass per slice in the tiled schedule. It fixes the summation

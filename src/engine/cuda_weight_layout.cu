@@ -15,12 +15,10 @@
 namespace fp::cuda_engine {
 namespace {
 
-constexpr int kSeg = 32;  // k per segment (the skinny GEMM's)
-
 // Piece p of the tiled buffer [tiles][nseg][16 rows][4 pieces of 8 k] <-> W[row][s * 32 + 8 * piece]; rows past
 // `out` are zero in the tiled buffer and absent from the row-major one.
 __global__ void RelayoutKernel(const uint4* __restrict__ src, int out, int in, bool to_tiled, uint4* __restrict__ dst) {
-  const int64_t nseg = in / kSeg;
+  const int64_t nseg = in / kWeightSegK;
   const int64_t pieces = WeightLayoutRows(out) * in / 8;
   for (int64_t p = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; p < pieces; p += int64_t{gridDim.x} * blockDim.x) {
     const int piece = static_cast<int>(p & 3);
@@ -28,7 +26,7 @@ __global__ void RelayoutKernel(const uint4* __restrict__ src, int out, int in, b
     const int rr = static_cast<int>(rest % kWeightTileRows);
     const int64_t s = (rest / kWeightTileRows) % nseg, tile = rest / kWeightTileRows / nseg;
     const int64_t row = tile * kWeightTileRows + rr;
-    const int64_t rm = (row * in + s * kSeg) / 8 + piece;  // the same piece in the row-major buffer
+    const int64_t rm = (row * in + s * kWeightSegK) / 8 + piece;  // the same piece in the row-major buffer
     if (to_tiled) {
       dst[p] = row < out ? src[rm] : make_uint4(0, 0, 0, 0);
     } else if (row < out) {
@@ -41,7 +39,7 @@ __global__ void RelayoutKernel(const uint4* __restrict__ src, int out, int in, b
 
 Status LaunchWeightRelayout(const __nv_bfloat16* src, int out, int in, WeightLayout to, __nv_bfloat16* dst,
                             cudaStream_t stream) {
-  if (src == nullptr || dst == nullptr || src == dst || out <= 0 || in <= 0 || in % kSeg != 0 ||
+  if (src == nullptr || dst == nullptr || src == dst || out <= 0 || in <= 0 || in % kWeightSegK != 0 ||
       (reinterpret_cast<uintptr_t>(src) & 15u) != 0 || (reinterpret_cast<uintptr_t>(dst) & 15u) != 0) {
     return InvalidArgument("weight relayout: needs distinct 16-byte aligned buffers, out > 0 and in a positive "
                            "multiple of 32 (out " + std::to_string(out) + ", in " + std::to_string(in) + ")");
