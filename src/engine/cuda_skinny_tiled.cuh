@@ -20,8 +20,8 @@
 //     the engine runs it only where its tiles fill the SMs (cuda_skinny_gemm.cu). A split along K for the
 //     matrices with fewer tiles (unit 0 folding its slices, the others storing each slice, the last to arrive
 //     adding them in order) was bit-identical but lost to the register schedule there and was removed.
-// defines: SkinnyTiledKernel, SkinnyTiledSmemBytes, LaunchSkinnyTileGrid, LaunchSkinnyTiledKernel, kTiledTokens,
-//          kTiledRows
+// defines: SkinnyTiledKernel, SkinnyTiledSmemBytes, SkinnyEmitTile, LaunchSkinnyTileGrid, LaunchSkinnyTiledKernel,
+//          kTiledTokens, kTiledRows
 #pragma once
 
 #include <cuda_bf16.h>
@@ -49,6 +49,21 @@ __host__ __device__ constexpr int SkinnyTiledSmemBytes() {
   const int ring = STAGES * BKS * (kTiledRows + kTiledTokens) * kSegK * 2;
   const int tile = kTiledTokens * (kTiledRows + kTiledPad) * 4;
   return ring > tile ? ring : tile;
+}
+
+// The epilogue of a 64-token x ROWS tile from its fp32 sums staged in shared memory (tile[t * ld + r]): each
+// thread emits 8 consecutive rows (a gate|up tile) of one token (SkinnyEmit8). The tiled and wgmma schedules.
+template <Epilogue E, int ROWS, int THREADS>
+__device__ __forceinline__ void SkinnyEmitTile(const SkinnyArgs& a, const float* tile, int ld, int tok0, int row0,
+                                               int tid) {
+  constexpr int kGroups = ROWS / 8;
+  for (int i = tid; i < kTiledTokens * kGroups; i += THREADS) {
+    const int t = i / kGroups, r8 = (i % kGroups) * 8;
+    float v[8];
+#pragma unroll
+    for (int k = 0; k < 8; ++k) v[k] = tile[t * ld + r8 + k];
+    SkinnyEmit8<E>(a, tok0 + t, row0 + r8, v);
+  }
 }
 
 // Grid: (row tiles, token tiles). BKS segments of 32 k per stage, STAGES stages; MINB blocks per SM
@@ -199,8 +214,6 @@ __global__ void __launch_bounds__(kTiledThreads, MINB) SkinnyTiledKernel(const S
   SkinnyCpAsyncWait<0>();
   __syncthreads();  // every warp is out of the ring: the epilogue tile reuses it
 
-  constexpr int kGroups = kTiledRows / 8;  // 8-row groups of a tile row
-
   // Through shared memory, so that a thread holds 8 consecutive rows (a gate|up tile) of one token.
   float* const tile = reinterpret_cast<float*>(tiled_smem);  // [64 tokens][128 + pad rows]
   constexpr int kLd = kTiledRows + kTiledPad;
@@ -214,13 +227,7 @@ __global__ void __launch_bounds__(kTiledThreads, MINB) SkinnyTiledKernel(const S
     }
   }
   __syncthreads();
-  for (int i = tid; i < kTiledTokens * kGroups; i += kTiledThreads) {
-    const int t = i / kGroups, r8 = (i % kGroups) * 8;
-    float v[8];
-#pragma unroll
-    for (int k = 0; k < 8; ++k) v[k] = tile[t * kLd + r8 + k];
-    SkinnyEmit8<E>(a, tok0 + t, row0 + r8, v);
-  }
+  SkinnyEmitTile<E, kTiledRows, kTiledThreads>(a, tile, kLd, tok0, row0, tid);
 }
 
 // Launches `kernel` on a grid of (row tiles, 64-token tiles) of a's shape, opting in to its `smem` bytes of

@@ -215,14 +215,7 @@ __global__ void __launch_bounds__(kWgmmaThreads) SkinnyWgmmaKernel(const SkinnyA
     *reinterpret_cast<float2*>(tile + (t + 8) * kLd + r + 8 * i) = make_float2(total[i][2], total[i][3]);
   }
   __syncthreads();
-  constexpr int kGroups = kRows / 8;
-  for (int i = tid; i < kWgmmaTokens * kGroups; i += kThreads) {
-    const int tt = i / kGroups, r8 = (i % kGroups) * 8;
-    float v[8];
-#pragma unroll
-    for (int k = 0; k < 8; ++k) v[k] = tile[tt * kLd + r8 + k];
-    SkinnyEmit8<E>(a, tok0 + tt, row0 + r8, v);
-  }
+  SkinnyEmitTile<E, kRows, kThreads>(a, tile, kLd, tok0, row0, tid);
 #endif
 }
 
