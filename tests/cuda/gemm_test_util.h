@@ -1,6 +1,6 @@
-// gemm_test_util.h — device buffers, random operands, the residual input y0, the fp64 GEMM oracle, segment-tiled
-// weight copies and the bit-identity checks shared by the GEMM tests (skinny_gemm_test.cu, skinny_tiled_test.cu,
-// skinny_stream_test.cu, weight_layout_test.cu, gemv_fused_test.cu).
+// gemm_test_util.h — device buffers, the SM count, random operands, the residual input y0, the fp64 GEMM oracle,
+// segment-tiled weight copies and the bit-identity checks shared by the GEMM tests (skinny_gemm_test.cu,
+// skinny_tiled_test.cu, skinny_stream_test.cu, skinny_wgmma_test.cu, weight_layout_test.cu, gemv_fused_test.cu).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -33,6 +33,13 @@ std::vector<T> Host(const T* d, size_t n) {
   std::vector<T> h(n);
   CUDA_CHECK(cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost));
   return h;
+}
+
+// Device 0's SM count (grid sizes and dispatch rules).
+inline int DeviceSmCount() {
+  int sms = 0;
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  return sms;
 }
 
 inline std::vector<__nv_bfloat16> RandomBf16(std::mt19937& rng, size_t n, float scale) {

@@ -32,16 +32,10 @@ using testing::Dev;
 using testing::Host;
 using testing::RandomBf16;
 
-int DeviceSmCount() {
-  int sms = 0;
-  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-  return sms;
-}
-
 // Each run's grid (one SM's blocks, the device's) and W layout.
 std::vector<std::pair<int, ce::WeightLayout>> Runs() {
   std::vector<std::pair<int, ce::WeightLayout>> runs;
-  for (const int sms : {1, DeviceSmCount()}) {
+  for (const int sms : {1, testing::DeviceSmCount()}) {
     for (const auto lay : {ce::WeightLayout::kRowMajor, ce::WeightLayout::kSegmentTiled}) runs.emplace_back(sms, lay);
   }
   return runs;

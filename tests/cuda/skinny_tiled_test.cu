@@ -111,8 +111,7 @@ TEST(SkinnyTiled, SwiGluBitIdenticalToRegisterKernel) {
 // LaunchSkinnyGemm picks the tiled schedule only where its tiles fill the SMs, and above 16 tokens.
 TEST(SkinnyTiled, DispatchRule) {
   SKIP_WITHOUT_GPU();
-  int sms = 0;
-  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  const int sms = testing::DeviceSmCount();
   EXPECT_TRUE(ce::SkinnyTiledFills(128 * sms, 17));
   EXPECT_FALSE(ce::SkinnyTiledFills(128 * sms - 128, 64));
   EXPECT_TRUE(ce::SkinnyTiledFills(128 * sms - 128, 65));  // two token tiles
