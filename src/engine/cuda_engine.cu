@@ -154,22 +154,16 @@ Status CudaLlama::Impl::AllocWeights() {
   const auto d = static_cast<size_t>(c.d_model), qd = static_cast<size_t>(c.q_dim()),
              kvd = static_cast<size_t>(c.kv_dim()), ff = static_cast<size_t>(c.d_ff),
              vocab = static_cast<size_t>(c.vocab_size);
-  // GEMM weights: room for either layout (WeightLayoutRows: rows rounded up to the tile).
-  auto rows = [](size_t r) { return static_cast<size_t>(ce::WeightLayoutRows(static_cast<int64_t>(r))); };
   layers.resize(static_cast<size_t>(c.n_layers));
   for (LayerDev& L : layers) {
     FP_ALLOC(L.attn_norm, float, d);
     FP_ALLOC(L.ffn_norm, float, d);
-    FP_ALLOC(L.wqkv, bf16, rows(qd + 2 * kvd) * d);
-    FP_ALLOC(L.wo, bf16, rows(d) * qd);
-    FP_ALLOC(L.wgu, bf16, rows(2 * ff) * d);
-    FP_ALLOC(L.wdown, bf16, rows(d) * ff);
   }
   FP_ALLOC(embd, bf16, vocab * d);
-  if (c.tied_embeddings) {
-    out_w = embd;
-  } else {
-    FP_ALLOC(out_w, bf16, rows(vocab) * d);
+  if (c.tied_embeddings) out_w = embd;
+  // GEMM weights: room for either layout (WeightLayoutRows: rows rounded up to the tile).
+  for (const GemmWeight& g : GemmWeights()) {
+    FP_ALLOC(*g.w, bf16, static_cast<size_t>(ce::WeightLayoutRows(g.out)) * static_cast<size_t>(g.in));
   }
   FP_ALLOC(out_norm, float, d);
 #undef FP_ALLOC

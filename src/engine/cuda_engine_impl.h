@@ -130,6 +130,14 @@ struct CudaLlama::Impl {
   // (cuda_engine_layout.cu; a no-op when already so), synchronising the stream.
   ce::WeightLayout WantedWeightLayout() const;
   Status SetWeightLayout(ce::WeightLayout layout);
+  // The GEMM weight matrices [out, in] that follow w_layout, by where their pointers live: each layer's q|k|v, o,
+  // gate|up and down, then the LM head when it is not tied (a tied one is the row-major embedding table; see
+  // tied_out_w). AllocWeights sizes them and SetWeightLayout moves them from this one list. Needs `layers` sized.
+  struct GemmWeight {
+    bf16** w;
+    int out, in;
+  };
+  std::vector<GemmWeight> GemmWeights();
   // y[n, out] = x[n, in] . W^T + beta y: GEMV, skinny GEMM or cuBLAS (CudaEngineOptions).
   Status Gemm(const bf16* w, int out, int in, const bf16* xin, int n, float* y, float beta);
   // Host arrays of one step -> the fixed device buffers. table: [num_seqs, stride] (host).

@@ -5,7 +5,7 @@
 // from the segment-tiled layout (WeightLayout, cuda_engine_kernels.h: a warp's segment is 1 KiB contiguous);
 // cuBLAS and the GEMV want row-major. Both layouts give the skinny GEMM the same bits, so switching changes no
 // result, only speed. Each matrix goes through one scratch buffer of the largest matrix's size (freed after).
-// defines: CudaLlama::Impl::WantedWeightLayout, CudaLlama::Impl::SetWeightLayout
+// defines: CudaLlama::Impl::WantedWeightLayout, CudaLlama::Impl::GemmWeights, CudaLlama::Impl::SetWeightLayout
 #include <algorithm>
 #include <vector>
 
@@ -19,22 +19,25 @@ ce::WeightLayout CudaLlama::Impl::WantedWeightLayout() const {
              : ce::WeightLayout::kRowMajor;
 }
 
+std::vector<CudaLlama::Impl::GemmWeight> CudaLlama::Impl::GemmWeights() {
+  const int d = c.d_model, qd = c.q_dim(), kvd = c.kv_dim(), ff = c.d_ff;
+  std::vector<GemmWeight> mats;
+  for (LayerDev& L : layers) {
+    mats.push_back({&L.wqkv, qd + 2 * kvd, d});
+    mats.push_back({&L.wo, d, qd});
+    mats.push_back({&L.wgu, 2 * ff, d});
+    mats.push_back({&L.wdown, d, ff});
+  }
+  if (!c.tied_embeddings) mats.push_back({&out_w, c.vocab_size, d});
+  return mats;
+}
+
 Status CudaLlama::Impl::SetWeightLayout(ce::WeightLayout layout) {
   if (layout == w_layout) return Status::Ok();
-  const int d = c.d_model, qd = c.q_dim(), kvd = c.kv_dim(), ff = c.d_ff, vocab = c.vocab_size;
+  const int d = c.d_model, vocab = c.vocab_size;
   // Uploads went through the default stream (cudaMemcpy); the relayout runs on `stream`.
   FP_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
-  struct Matrix {
-    bf16* w;
-    int out, in;
-  };
-  std::vector<Matrix> mats;
-  for (const LayerDev& L : layers) {
-    mats.push_back({L.wqkv, qd + 2 * kvd, d});
-    mats.push_back({L.wo, d, qd});
-    mats.push_back({L.wgu, 2 * ff, d});
-    mats.push_back({L.wdown, d, ff});
-  }
+  const std::vector<GemmWeight> mats = GemmWeights();
   // A tied LM head shares the row-major embedding table, which the embedding lookup keeps reading: the tiled
   // layout gets its own copy (made from embd below), and going back drops it.
   const bool tied = c.tied_embeddings;
@@ -43,18 +46,17 @@ Status CudaLlama::Impl::SetWeightLayout(ce::WeightLayout layout) {
     if (!buf.ok()) return buf.status();
     tied_out_w = std::move(buf).value();
   }
-  if (!tied) mats.push_back({out_w, vocab, d});
   size_t most = 0;
-  for (const Matrix& m : mats) most = std::max(most, static_cast<size_t>(ce::WeightLayoutRows(m.out)) * m.in);
+  for (const GemmWeight& m : mats) most = std::max(most, static_cast<size_t>(ce::WeightLayoutRows(m.out)) * m.in);
   // Allocations come first: past them only a failed launch can stop the loop, which leaves the weights mixed (the
   // error is returned and the engine should not be used).
   auto scratch = DeviceBuffer::Allocate(most * sizeof(bf16));
   if (!scratch.ok()) return scratch.status();
   auto* tmp = static_cast<bf16*>(scratch->get());
-  for (const Matrix& m : mats) {
+  for (const GemmWeight& m : mats) {
     const size_t bytes = static_cast<size_t>(ce::WeightLayoutRows(m.out)) * m.in * sizeof(bf16);
-    FP_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(tmp, m.w, bytes, cudaMemcpyDeviceToDevice, stream));
-    FP_RETURN_IF_ERROR(ce::LaunchWeightRelayout(tmp, m.out, m.in, layout, m.w, stream));
+    FP_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(tmp, *m.w, bytes, cudaMemcpyDeviceToDevice, stream));
+    FP_RETURN_IF_ERROR(ce::LaunchWeightRelayout(tmp, m.out, m.in, layout, *m.w, stream));
   }
   if (tied) {
     if (layout == ce::WeightLayout::kSegmentTiled) {
