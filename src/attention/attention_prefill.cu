@@ -14,6 +14,7 @@
 #include "attention/attention_prefill_hopper_ws.cuh"
 #include "attention/attention_prefill_kernel.cuh"
 #include "attention/attention_prefill_launch.cuh"
+#include "core/cuda_device.h"
 #include "fieldprint/attention.h"
 
 namespace fp {
@@ -74,38 +75,8 @@ Status LaunchHopperWs(const prefill::PrefillArgs& args, dim3 grid, cudaStream_t 
   return LaunchWithSmem(kernel, attr_err, args, grid, Tile::kThreads, Tile::kSmemBytes, stream);
 }
 
-// The Hopper kernel runs only where its sm_90a code exists: a compute capability 9.0 device, and a binary built
-// with 90a (a plain sm_90 build compiles an empty stub: it is recognised by its register count, since the real
-// kernel holds 128 fp32 accumulators per thread). Cached per device.
-bool HopperAvailable() {
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return false;
-  static int cache[64] = {};  // 0 unknown, 1 yes, 2 no (a benign race: every writer stores the same value)
-  if (cache[dev] == 0) {
-    int major = 0, minor = 0;
-    cudaFuncAttributes attr{};
-    const bool ok = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
-                    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess &&
-                    major == 9 && minor == 0 &&
-                    cudaFuncGetAttributes(&attr, prefill::PrefillHopperKernel<128, 2, true>) == cudaSuccess &&
-                    attr.numRegs >= 128;
-    (void)cudaGetLastError();  // a missing kernel image is an answer here, not a sticky error
-    cache[dev] = ok ? 1 : 2;
-  }
-  return cache[dev] == 1;
-}
-
-// The device's SM count (the persistent kernel's grid), cached per device; 0 when it cannot be read.
-int SmCount() {
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 0;
-  static int cache[64] = {};  // 0 unknown (a benign race: every writer stores the same value)
-  if (cache[dev] == 0 && cudaDeviceGetAttribute(&cache[dev], cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
-    (void)cudaGetLastError();
-    cache[dev] = 0;
-  }
-  return cache[dev];
-}
+// The Hopper kernel runs only where its sm_90a code exists (the real kernel holds 128 fp32 accumulators a thread).
+bool HopperAvailable() { return Sm90aKernelRuns<prefill::PrefillHopperKernel<128, 2, true>>(128); }
 
 // kAuto's choice: kPrefillHopperByDefault unless FP_PREFILL_WGMMA is "0" (off) or "1" (on).
 bool HopperOptIn() {
@@ -221,7 +192,7 @@ Status AttentionPrefillCudaConfig(const AttentionParams& p, const AttentionBatch
       if (items > INT32_MAX) {
         return InvalidArgument("prefill: launch too large (" + std::to_string(items) + " work items)");
       }
-      const int sms = SmCount();
+      const int sms = CurrentDeviceSms();  // the persistent kernel's grid; 0 when unknown
       const int64_t walkers = cfg.ctas > 0 ? cfg.ctas : cfg.ctas == 0 && sms > 0 ? sms : items;
       const int64_t ctas = std::min<int64_t>(items, walkers);
       if (bn == 128 && st == 2) return LaunchHopperWs<2>(args, dim3(static_cast<unsigned>(ctas)), stream);

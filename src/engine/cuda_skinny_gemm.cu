@@ -29,11 +29,11 @@
 // (declared in cuda_engine_kernels.h)
 #include <cuda_bf16.h>
 
-#include <atomic>
 #include <cstdint>
 #include <string>
 
 #include "core/cuda_check.h"
+#include "core/cuda_device.h"
 #include "engine/cuda_engine_kernels.h"
 #include "core/cuda_pdl.cuh"
 #include "engine/cuda_skinny_gemm.cuh"
@@ -59,17 +59,10 @@ Status Launch(const SkinnyArgs& a, bool pdl, cudaStream_t stream) {
 // SM (bench_gemm --tiled, H200, gate|up at 64 tokens: 98.5 us; one block of 6 stages: 109.5; cuBLAS 73.2).
 constexpr int kTiledBks = 2, kTiledStages = 4, kTiledMinBlocks = 2;
 
-// The device's SM count, looked up once per device.
+// The device's SM count (grids and the tiled dispatch rule); 132 where it cannot be read.
 int DeviceSms() {
-  static std::atomic<int> cache[64] = {};
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 132;
-  int sms = cache[dev].load(std::memory_order_relaxed);
-  if (sms == 0) {
-    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || sms <= 0) return 132;
-    cache[dev].store(sms, std::memory_order_relaxed);
-  }
-  return sms;
+  const int sms = CurrentDeviceSms();
+  return sms > 0 ? sms : 132;
 }
 
 // Up to 16 tokens the streaming schedule (cuda_skinny_stream.cuh), in the configurations bench_gemm --stream chose
@@ -111,28 +104,9 @@ Status Dispatch(const SkinnyArgs& a, bool pdl, cudaStream_t stream) {
 
 }  // namespace
 
-// The wgmma schedule runs where its sm_90a code exists: a compute capability 9.0 device and a binary built with
-// 90a (other builds compile an empty kernel, recognised by its register count: the real one holds 128 fp32 sums
-// a thread). Cached per device.
+// The wgmma schedule runs where its sm_90a code exists (the real kernel holds 128 fp32 sums a thread).
 bool SkinnyWgmmaAvailable() {
-  static std::atomic<int> cache[64] = {};  // 0 unknown, 1 yes, 2 no
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return false;
-  int known = cache[dev].load(std::memory_order_relaxed);
-  if (known == 0) {
-    int major = 0, minor = 0;
-    cudaFuncAttributes attr{};
-    const bool ok =
-        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
-        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess && major == 9 &&
-        minor == 0 &&
-        cudaFuncGetAttributes(&attr, SkinnyWgmmaKernel<Epilogue::kStore, kWgmmaBks, kWgmmaStages>) == cudaSuccess &&
-        attr.numRegs >= 128;
-    (void)cudaGetLastError();  // a missing kernel image is an answer here, not a sticky error
-    known = ok ? 1 : 2;
-    cache[dev].store(known, std::memory_order_relaxed);
-  }
-  return known == 1;
+  return Sm90aKernelRuns<SkinnyWgmmaKernel<Epilogue::kStore, kWgmmaBks, kWgmmaStages>>(128);
 }
 
 bool SkinnyTiledFills(int out, int n) {
