@@ -25,6 +25,7 @@
 #include "engine/cuda_skinny_gemm.cuh"
 #include "engine/cuda_skinny_stream.cuh"
 #include "engine/cuda_skinny_tiled.cuh"
+#include "engine/cuda_skinny_tma.cuh"
 #include "engine/cuda_skinny_wgmma.cuh"
 
 namespace {
@@ -89,6 +90,18 @@ Variant VW() {
             ce::SkinnyArgs t = a;
             t.layout = ce::WeightLayout::kSegmentTiled;
             CK((ce::LaunchSkinnyWgmmaKernel<ce::Epilogue::kStore, BKS, STAGES>(t, false, st)));
+          }};
+}
+
+// A TMA-schedule configuration (cuda_skinny_tma.cuh): BKS segments a stage, STAGES, clusters of C blocks a
+// tile; segment-tiled W.
+template <int BKS, int STAGES, int C>
+Variant VM() {
+  return {"tma bks" + std::to_string(BKS) + " st" + std::to_string(STAGES) + " c" + std::to_string(C),
+          [](const ce::SkinnyArgs& a, cudaStream_t st) {
+            ce::SkinnyArgs t = a;
+            t.layout = ce::WeightLayout::kSegmentTiled;
+            CK((ce::LaunchSkinnyTmaKernel<ce::Epilogue::kStore, BKS, STAGES, C>(t, false, st)));
           }};
 }
 
@@ -159,8 +172,9 @@ int main(int argc, char** argv) {
   }
   if (ncu) {  // one launch each of the engine's kernel for o (n = 1, 16, 64) and gate|up (n = 64): `ncu -k
               // regex:Skinny bench_gemm --ncu`
-    for (int n : {1, 16, 64}) OK(ce::LaunchSkinnyGemm(pool, 4096, 4096, x, n, y, 0.f, false, st));
-    OK(ce::LaunchSkinnyGemm(pool, 28672, 4096, x, 64, y, 0.f, false, st));  // gate|up: the tiled schedule
+    const auto tiled_w = ce::WeightLayout::kSegmentTiled;  // the deterministic mode's layout
+    for (int n : {1, 16, 64}) OK(ce::LaunchSkinnyGemm(pool, 4096, 4096, x, n, y, 0.f, false, st, tiled_w));
+    OK(ce::LaunchSkinnyGemm(pool, 28672, 4096, x, 64, y, 0.f, false, st, tiled_w));  // gate|up: the tiled schedule
     CK(cudaStreamSynchronize(st));
     return 0;
   }
@@ -266,7 +280,9 @@ int main(int argc, char** argv) {
                }));
         std::vector<Variant> vs = {VT<2, 4, 2>()};
         if (ce::SkinnyWgmmaAvailable()) {
-          for (const Variant& v : {VW<2, 3>(), VW<2, 4>(), VW<4, 3>(), VW<1, 6>()}) {
+          for (const Variant& v : {VW<2, 3>(), VW<4, 3>()}) vs.push_back(v);
+          for (const Variant& v : {VM<4, 3, 1>(), VM<4, 6, 1>(), VM<2, 6, 1>(), VM<4, 3, 2>(), VM<4, 6, 2>(),
+                                   VM<8, 3, 2>(), VM<4, 3, 4>()}) {
             vs.push_back(v);
           }
         }

@@ -16,7 +16,8 @@
 //   - what it reads before its wait must not be written by the previous kernel: weights for a GEMV, the KV rows
 //     that predate the step for the decode attention.
 // Without PDL (pdl = false, or sm_80) both calls are no-ops and launches are ordinary stream-ordered
-// launches. defines: PdlWait, PdlLaunchDependents, LaunchKernel
+// launches. defines: PdlWait, PdlLaunchDependents, LaunchKernelInClusters,
+// LaunchKernel
 #pragma once
 
 #include <cuda_runtime.h>
@@ -37,22 +38,39 @@ __device__ __forceinline__ void PdlLaunchDependents() {
 #endif
 }
 
-// kernel<<<grid, block, smem, stream>>>(args...), with the PDL attribute when `pdl` (the caller checks the
-// device supports it: compute capability >= 9.0).
+// kernel<<<grid, block, smem, stream>>>(args...) in clusters of `cluster` blocks along x (1: no cluster
+// attribute), with the PDL attribute when `pdl` (the caller checks the device supports it: compute capability
+// >= 9.0, as clusters need).
 template <typename... Params, typename... Args>
-cudaError_t LaunchKernel(bool pdl, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
-                         cudaStream_t stream, Args&&... args) {
+cudaError_t LaunchKernelInClusters(bool pdl, unsigned cluster, void (*kernel)(Params...), dim3 grid, dim3 block,
+                                   size_t smem, cudaStream_t stream, Args&&... args) {
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = grid;
   cfg.blockDim = block;
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchAttribute attr[2];
+  unsigned n = 0;
+  if (pdl) {
+    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[n++].val.programmaticStreamSerializationAllowed = 1;
+  }
+  if (cluster > 1) {
+    attr[n].id = cudaLaunchAttributeClusterDimension;
+    attr[n].val.clusterDim.x = cluster;
+    attr[n].val.clusterDim.y = 1;
+    attr[n++].val.clusterDim.z = 1;
+  }
   cfg.attrs = attr;
-  cfg.numAttrs = pdl ? 1 : 0;
+  cfg.numAttrs = n;
   return cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
+}
+
+// kernel<<<grid, block, smem, stream>>>(args...), with the PDL attribute when `pdl`.
+template <typename... Params, typename... Args>
+cudaError_t LaunchKernel(bool pdl, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
+                         cudaStream_t stream, Args&&... args) {
+  return LaunchKernelInClusters(pdl, 1, kernel, grid, block, smem, stream, std::forward<Args>(args)...);
 }
 
 }  // namespace fp

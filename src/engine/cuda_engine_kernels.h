@@ -122,13 +122,22 @@ Status LaunchGemvNormRopeBf16(const __nv_bfloat16* w_qkv, int in, const GemvNorm
 // How a weight matrix W[out, in] (bf16) lies in memory. kRowMajor: [out][in]. kSegmentTiled: [ceil(out / 16)]
 // [in / 32][16 rows][32 k], so the 32-k segment of a 16-row tile, what the skinny GEMM's warps read at a time,
 // is 1 KiB contiguous instead of 16 pieces of 64 bytes an 8 KiB row apart (H200, n = 1, gate|up: 62 us against
-// 70 row-major). Relayout: cuda_weight_layout.cu. Only the skinny GEMM reads it; the engine's deterministic mode
-// keeps its GEMM weights so. Its buffers hold WeightLayoutRows(out) rows (zeros past out).
+// 70 row-major). Inside a row's segment the k are stored grouped by the skinny GEMM's two MMA steps,
+// [0-3 | 8-11 | 16-19 | 24-27 | 4-7 | 12-15 | 20-23 | 28-31] (WeightStoredK), so that each step's 16 k are 32
+// contiguous bytes, what a TMA copy feeds a wgmma (cuda_skinny_tma.cuh). Relayout: cuda_weight_layout.cu. Only
+// the skinny GEMM reads it; the engine's deterministic mode keeps its GEMM weights so. Its buffers hold
+// WeightLayoutRows(out) rows (zeros past out).
 enum class WeightLayout : int { kRowMajor = 0, kSegmentTiled = 1 };
 constexpr int kWeightTileRows = 16;
 constexpr int kWeightSegK = 32;  // k of a segment: the skinny GEMM's (cuda_skinny_gemm.cuh: kSegK)
 constexpr int64_t WeightLayoutRows(int64_t out) {
   return (out + kWeightTileRows - 1) / kWeightTileRows * kWeightTileRows;
+}
+// Where k (0..31) of a segment is stored inside a segment-tiled row's segment: its 4-k piece p = k / 4 goes to
+// piece p / 2 (p even) or 4 + p / 2 (p odd).
+__host__ __device__ constexpr int WeightStoredK(int k) {
+  const int p = k / 4;
+  return ((p % 2 == 0) ? p / 2 : 4 + p / 2) * 4 + k % 4;
 }
 // dst <- src in layout `to` (src in the other layout), both [WeightLayoutRows(out), in] buffers, in % 32 == 0;
 // the padding rows of a kSegmentTiled dst are zeroed. Not in place.
@@ -145,6 +154,9 @@ bool SkinnyGemmSupported(int out, int in, const void* w, const void* x, int n);
 bool SkinnyTiledFills(int out, int n);
 // Whether the tiled schedule is the Hopper (wgmma) one: a compute capability 9.0 device and an sm_90a build.
 bool SkinnyWgmmaAvailable();
+// Whether the TMA-fed schedule (cuda_skinny_tma.cuh) can run: same conditions, for the matrices whose tiles do not
+// fill the SMs at 17+ tokens with segment-tiled W.
+bool SkinnyTmaAvailable();
 Status LaunchSkinnyGemm(const __nv_bfloat16* w, int out, int in, const __nv_bfloat16* x, int n, float* y,
                         float beta, bool pdl, cudaStream_t stream, WeightLayout layout = WeightLayout::kRowMajor);
 // The same GEMM on a GateUpRow-interleaved gate|up matrix [2*ff, in] with SwiGLU in the epilogue:

@@ -9,10 +9,12 @@
 // cuda_skinny_gemm.cuh):
 //   - mma.sync m16n8k16 with tokens as M (16 per m-tile, zero rows past n) and output rows as N: one warp owns
 //     8 * NR output rows and MT m-tiles (NR, MT grow with n so x traffic through L1 stays below ~3x the W bytes).
-//   - W is read straight from global memory in 16-byte loads (ld.global.cs, streamed once): lane (g, q) loads 8
-//     consecutive k of row g. The mma's k order is permuted (logical k 2q,2q+1 | 2q+8,2q+9 <- physical
-//     8q+0,1 | 8q+2,3 for the first mma, 8q+4..7 for the second), the same permutation on x, so one 16-byte
-//     load is the B fragment of two mmas and no shuffles or shared memory are needed.
+//   - W is read straight from global memory (ld.global.cs, streamed once): lane (g, q) loads 8 k of row g. The
+//     mma's k order is permuted (logical k 2q,2q+1 | 2q+8,2q+9 <- physical 8q+0,1 | 8q+2,3 for the first mma,
+//     8q+4..7 for the second), the same permutation on x, so lane q's 8 k are the B fragments of two mmas and
+//     no shuffles or shared memory are needed. So the first mma of a 32-k segment sums k {0-3, 8-11, 16-19,
+//     24-27}, the second {4-7, 12-15, 20-23, 28-31}: segment-tiled W stores them in that grouping
+//     (WeightStoredK), and a lane reads its two 8-byte pieces 32 bytes apart (SkinnyWPieceK).
 //   - K is cut into 32-element segments; the block's 8 warps own contiguous eighths of them (so a warp's loads
 //     in flight are one contiguous run per row), each accumulating in a fixed order; the 8 partial sums are
 //     added in shared memory in warp order. Nothing in this order depends on n, MT, NR or the grid, and an
@@ -22,10 +24,12 @@
 // The same arithmetic runs in more schedules: up to 16 tokens a streaming one (cuda_skinny_stream.cuh: W and x
 // through per-warp cp.async rings, resident blocks walking the row tiles), and above 16 a tiled one where its
 // 64-token x 128-row tiles fill the SMs (cuda_skinny_wgmma.cuh on sm_90a, else cuda_skinny_tiled.cuh: x and W
-// through shared memory; any n, in tiles of 64 tokens); elsewhere the register schedule (n > 64 in passes of 64
-// tokens, W re-read from L2 per pass). W may be row-major or segment-tiled (WeightLayout): the layout moves
-// bytes, not arithmetic.
-// defines: SkinnyGemmSupported, SkinnyTiledFills, SkinnyWgmmaAvailable, LaunchSkinnyGemm, LaunchSkinnyGemmSwiGlu
+// through shared memory; any n, in tiles of 64 tokens); on sm_90a with segment-tiled W, the other matrices run
+// a TMA-fed one (cuda_skinny_tma.cuh: 64 x 64 tiles, K slices split over clusters of 2 for long K); elsewhere the
+// register schedule (n > 64 in passes of 64 tokens, W re-read from L2 per pass). W may be row-major or
+// segment-tiled (WeightLayout): the layout moves bytes, not arithmetic.
+// defines: SkinnyGemmSupported, SkinnyTiledFills, SkinnyWgmmaAvailable, SkinnyTmaAvailable, LaunchSkinnyGemm,
+//          LaunchSkinnyGemmSwiGlu
 // (declared in cuda_engine_kernels.h)
 #include <cuda_bf16.h>
 
@@ -39,6 +43,7 @@
 #include "engine/cuda_skinny_gemm.cuh"
 #include "engine/cuda_skinny_stream.cuh"
 #include "engine/cuda_skinny_tiled.cuh"
+#include "engine/cuda_skinny_tma.cuh"
 #include "engine/cuda_skinny_wgmma.cuh"
 
 namespace fp::cuda_engine {
@@ -65,16 +70,14 @@ int DeviceSms() {
   return sms > 0 ? sms : 132;
 }
 
-// Up to 16 tokens the streaming schedule (cuda_skinny_stream.cuh), in the configurations bench_gemm --stream chose
-// on segment-tiled W (H200, us for q|k|v, o, gate|up, down): n <= 8: 2 row tiles, 4 stages, 3 blocks an SM:
-// 18.9, 15.4, 64.3, 34.5 at n = 1 (the fp32 GEMV: 19.9, 15.5, 61.9, 37.2; the row-major W ring it replaced, on
-// the same kind of card: 20.9, 16.6, 70.2, 39.7); 9-16: 4 row tiles, 4 stages, 2 blocks: 20.6, 16.3, 67.7, 35.8
-// at n = 16 (2 row tiles: 20.2, 16.3, 72.0, 39.6).
+// Up to 16 tokens the streaming schedule (cuda_skinny_stream.cuh) with 4 row tiles, 4 stages, 2 blocks an SM, on
+// segment-tiled W (bench_gemm --stream, H200, us for q|k|v, o, gate|up, down, LM head): 20.2, 16.3, 65.4, 35.5,
+// 241.2 at n = 1 (the fp32 GEMV 19.6, 16.1, 62.0, 37.9, 241.9); 21.4, 17.2, 70.6, 36.2, 258.6 at n = 16. Since W
+// is stored grouped by MMA step, 2 row tiles (the choice up to n = 8 before) are 1.5-8% slower at n = 1
+// (gemm-stream-h200-2026-11-28-s9.md).
 template <Epilogue E>
 Status LaunchStream(const SkinnyArgs& a, bool pdl, cudaStream_t stream) {
-  const cudaError_t e = a.n <= 8 ? LaunchSkinnyStreamKernel<2, E, 4, 3>(a, DeviceSms(), pdl, stream)
-                                 : LaunchSkinnyStreamKernel<4, E, 4, 2>(a, DeviceSms(), pdl, stream);
-  FP_CUDA_RETURN_IF_ERROR(e);
+  FP_CUDA_RETURN_IF_ERROR((LaunchSkinnyStreamKernel<4, E, 4, 2>(a, DeviceSms(), pdl, stream)));
   return Status::Ok();
 }
 
@@ -82,11 +85,20 @@ Status LaunchStream(const SkinnyArgs& a, bool pdl, cudaStream_t stream) {
 // an SM; bench_gemm --tiled, H200, gate|up at 64 tokens: 78.4 us, 4 stages 79.0, 4-segment stages 82.6).
 constexpr int kWgmmaBks = 2, kWgmmaStages = 3;
 
+// TMA schedule (cuda_skinny_tma.cuh), 4 segments a stage: one block a tile with 3 stages (97 KiB); for long K
+// (down) where two blocks a tile still fit on the SMs, clusters of 2 with 6 stages (one block an SM: 255
+// registers). bench_gemm --tiled, H200, 64 tokens, us (gemm-tma-h200-2026-11-28-s9): q|k|v 28.3 (register
+// schedule 43.6, cuBLAS 24.6), o 26.2 (27.3, 19.7), down 54.9 with clusters of 2 (register 70.7, cuBLAS 48.2);
+// the sweep in the same run: one block a tile on down 58.1-61.5, clusters of 2 on q|k|v 41.5-42.0 and o 28.1-28.7,
+// clusters of 4 worse everywhere. Under ncu (kernel time only; ncu-e2e-b64-h200-2026-11-28-s9) q|k|v 26.2, o 26.0,
+// down 53.3 against cuBLAS 17.5, 12.7, 38.6 (+ split-K reduce): a block still moves only ~40 GB/s.
+constexpr int kTmaBks = 4, kTmaStages = 3, kTmaSplitStages = 6, kTmaSplitMinIn = 8192;
+
 // Which schedule runs (all compute the same bits): up to 16 tokens the streaming one; above, where 64 x 128 tiles
 // fill the SMs (gate|up and the LM head at 17-64 tokens, every matrix at prefill lengths) the wgmma schedule on
-// sm_90a, else the mma.sync tiled one; elsewhere the register schedule with 2 or 4 m-tiles a warp (q|k|v, o, down
-// at 17-64 tokens, where it beat both: H200 at 64 tokens, us: o 26 vs 60 tiled (gemm-tiled-h200-2026-11-28); o 23
-// (gemm-wgmma-h200-2026-11-28) vs 31 for wgmma in clusters of 8, since removed (gemm-wgmma-split-h200-2026-11-28)).
+// sm_90a, else the mma.sync tiled one; elsewhere (q|k|v, o, down at 17-64 tokens) the TMA schedule on sm_90a with
+// segment-tiled W, else the register schedule with 2 or 4 m-tiles a warp (on sm_80 it beat the tiled one there:
+// H200 at 64 tokens, o 26 vs 60 us, gemm-tiled-h200-2026-11-28).
 template <Epilogue E>
 Status Dispatch(const SkinnyArgs& a, bool pdl, cudaStream_t stream) {
   if (a.n <= kStreamMaxTokens) return LaunchStream<E>(a, pdl, stream);
@@ -95,6 +107,15 @@ Status Dispatch(const SkinnyArgs& a, bool pdl, cudaStream_t stream) {
         SkinnyWgmmaAvailable()
             ? LaunchSkinnyWgmmaKernel<E, kWgmmaBks, kWgmmaStages>(a, pdl, stream)
             : LaunchSkinnyTiledKernel<E, kTiledBks, kTiledStages, kTiledMinBlocks>(a, pdl, stream);
+    FP_CUDA_RETURN_IF_ERROR(e);
+    return Status::Ok();
+  }
+  if (SkinnyTmaSupported(a) && SkinnyTmaAvailable()) {
+    const int64_t tiles = int64_t{(a.out + kTmaRows - 1) / kTmaRows} * ((a.n + kTmaTokens - 1) / kTmaTokens);
+    const cudaError_t e =
+        a.in >= kTmaSplitMinIn && 2 * tiles <= DeviceSms()
+            ? LaunchSkinnyTmaKernel<E, kTmaBks, kTmaSplitStages, 2>(a, pdl, stream)
+            : LaunchSkinnyTmaKernel<E, kTmaBks, kTmaStages, 1>(a, pdl, stream);
     FP_CUDA_RETURN_IF_ERROR(e);
     return Status::Ok();
   }
@@ -107,6 +128,10 @@ Status Dispatch(const SkinnyArgs& a, bool pdl, cudaStream_t stream) {
 // The wgmma schedule runs where its sm_90a code exists (the real kernel holds 128 fp32 sums a thread).
 bool SkinnyWgmmaAvailable() {
   return Sm90aKernelRuns<SkinnyWgmmaKernel<Epilogue::kStore, kWgmmaBks, kWgmmaStages>>(128);
+}
+
+bool SkinnyTmaAvailable() {
+  return Sm90aKernelRuns<SkinnyTmaKernel<Epilogue::kStore, kTmaBks, kTmaStages, 1>>(40);
 }
 
 bool SkinnyTiledFills(int out, int n) {

@@ -87,6 +87,13 @@ __device__ __forceinline__ int SkinnyWSegStride(const SkinnyArgs& a) {
   return a.layout == WeightLayout::kSegmentTiled ? kWeightTileRows * kSegK : kSegK;
 }
 
+// Element offset, inside a row's 32-k segment as W lies in memory, of lane q's 4-k piece of MMA step `step`
+// (k 8q + 4 step .. + 3; cuda_skinny_gemm.cu): next to each other in row-major W, grouped by step in
+// segment-tiled W (WeightStoredK), so a lane reads 2 x 8 bytes there.
+__host__ __device__ __forceinline__ int SkinnyWPieceK(const SkinnyArgs& a, int q, int step) {
+  return a.layout == WeightLayout::kSegmentTiled ? 16 * step + 4 * q : 8 * q + 4 * step;
+}
+
 enum class Epilogue { kStore, kSwiGlu };
 
 // The epilogue of 8 consecutive rows [row, row + 8) of token tok from their fp32 sums v (the tiled schedules):
@@ -97,6 +104,19 @@ __device__ __forceinline__ void SkinnyEmit8(const SkinnyArgs& a, int tok, int ro
   if (tok >= a.n || row >= a.out) return;
   if constexpr (E == Epilogue::kStore) {
     float* const dst = a.y + int64_t{tok} * a.out + row;
+    if (row + 8 <= a.out && (reinterpret_cast<uintptr_t>(dst) & 15u) == 0) {  // two 16-byte stores (whole sectors)
+      float4* const d4 = reinterpret_cast<float4*>(dst);
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        float4 o = make_float4(v[4 * h], v[4 * h + 1], v[4 * h + 2], v[4 * h + 3]);
+        if (a.beta != 0.f) {
+          const float4 y = d4[h];
+          o = make_float4(o.x + a.beta * y.x, o.y + a.beta * y.y, o.z + a.beta * y.z, o.w + a.beta * y.w);
+        }
+        d4[h] = o;
+      }
+      return;
+    }
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
       if (row + i < a.out) dst[i] = a.beta == 0.f ? v[i] : v[i] + a.beta * dst[i];
@@ -136,20 +156,32 @@ __global__ void __launch_bounds__(W * 32, MINB) SkinnyGemmKernel(const SkinnyArg
   // The i-th segment of this warp.
   auto seg = [&](int i) { return CONTIG ? seg_lo + i : warp + i * kWarps; };
 
-  const uint4* wrow[NR];
-  const int seg_stride = SkinnyWSegStride(a) / 8;  // in 16-byte pieces
+  // This lane's two 8-byte pieces of a row's segment (SkinnyWPieceK): wrow[r] + seg * seg_stride and 4 or 16 on.
+  const __nv_bfloat16* wrow[NR];
+  const int seg_stride = SkinnyWSegStride(a);
+  const bool tiled = SkinnyWPieceK(a, q, 1) - SkinnyWPieceK(a, q, 0) == 16;
 #pragma unroll
   for (int r = 0; r < NR; ++r) {
     const int row = min(row_base + r * 8 + g, a.out - 1);  // rows past `out` load a real row, never stored
-    wrow[r] = reinterpret_cast<const uint4*>(a.w + SkinnyWRow(a, row)) + q;
+    wrow[r] = a.w + SkinnyWRow(a, row) + SkinnyWPieceK(a, q, 0);
   }
   auto load_w = [&](uint4(&wv)[U][NR], int it0) {
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int s = seg(it0 + u);
 #pragma unroll
-      for (int r = 0; r < NR; ++r)
-        wv[u][r] = it0 + u < my_segs ? __ldcs(wrow[r] + s * seg_stride) : make_uint4(0, 0, 0, 0);
+      for (int r = 0; r < NR; ++r) {
+        if (it0 + u < my_segs) {
+          const __nv_bfloat16* const p = wrow[r] + s * seg_stride;  // < 2^31: in * 16 elements
+          const uint2 lo = __ldcs(reinterpret_cast<const uint2*>(p));
+          // (immediate offsets, not p + a step: no extra 64-bit address live per load in flight)
+          const uint2 hi = tiled ? __ldcs(reinterpret_cast<const uint2*>(p + 16))
+                                 : __ldcs(reinterpret_cast<const uint2*>(p + 4));
+          wv[u][r] = make_uint4(lo.x, lo.y, hi.x, hi.y);
+        } else {
+          wv[u][r] = make_uint4(0, 0, 0, 0);
+        }
+      }
     }
   };
 

@@ -166,9 +166,10 @@ __global__ void __launch_bounds__(kTiledThreads, MINB) SkinnyTiledKernel(const S
     }
   };
 
-  // This lane's fragment pieces within a stage: W rows wn * 32 + nn * 8 + g, k 8q..8q+7 of the segment; the A
-  // operands of m-tiles 2 wm and 2 wm + 1.
-  const __nv_bfloat16* const w_frag = smem + (wn * 32 + g) * kSegK + 8 * q;
+  // This lane's fragment pieces within a stage: W rows wn * 32 + nn * 8 + g, k 8q..8q+7 of the segment (two
+  // 8-byte pieces, w_step1 apart: SkinnyWPieceK); the A operands of m-tiles 2 wm and 2 wm + 1.
+  const __nv_bfloat16* const w_frag = smem + (wn * 32 + g) * kSegK + SkinnyWPieceK(a, q, 0);
+  const int w_step1 = SkinnyWPieceK(a, q, 1) - SkinnyWPieceK(a, q, 0);
   const __nv_bfloat16* const x_frag = smem + BKS * kWSeg + (wm * 2) * 512 + lane * 8;
   // The walk: slice by slice, segment by segment; every BKS segments the next stage is entered (its copies
   // waited for, the stage read before it refilled).
@@ -199,7 +200,11 @@ __global__ void __launch_bounds__(kTiledThreads, MINB) SkinnyTiledKernel(const S
         a2[m] = *reinterpret_cast<const uint4*>(xs + m * 512 + 256);
       }
 #pragma unroll
-      for (int nn = 0; nn < 4; ++nn) wv[nn] = *reinterpret_cast<const uint4*>(ws + (nn * 8) * kSegK);
+      for (int nn = 0; nn < 4; ++nn) {
+        const uint2 lo = *reinterpret_cast<const uint2*>(ws + (nn * 8) * kSegK);
+        const uint2 hi = *reinterpret_cast<const uint2*>(ws + (nn * 8) * kSegK + w_step1);
+        wv[nn] = make_uint4(lo.x, lo.y, hi.x, hi.y);
+      }
 #pragma unroll
       for (int m = 0; m < 2; ++m) {
 #pragma unroll

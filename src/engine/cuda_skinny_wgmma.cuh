@@ -62,12 +62,14 @@ __device__ __forceinline__ void WgmmaCpAsync8(uint32_t dst, const void* src) {
   asm volatile("cp.async.ca.shared.global [%0], [%1], 8;" ::"r"(dst), "l"(src) : "memory");
 }
 
-// Byte offset, inside a segment's [rows][64 B] block, of row `row`'s 8-byte piece holding k 4p..4p+3 (p =
-// 0..7): stored piece (p even: p / 2, odd: 4 + p / 2), its 16-byte chunk XORed with (row / 2) % 4 (the
-// 64-byte swizzle).
-__host__ __device__ constexpr uint32_t WgmmaPieceOffset(int row, int p) {
-  const int sp = (p & 1) ? 4 + (p >> 1) : (p >> 1);
+// Byte offset, inside a segment's [rows][64 B] block, of row `row`'s grouped piece sp (0..7, the order of
+// WeightStoredK): its 16-byte chunk XORed with (row / 2) % 4 (the 64-byte swizzle).
+__host__ __device__ constexpr uint32_t WgmmaSlotOffset(int row, int sp) {
   return static_cast<uint32_t>(row * kWgmmaSegBytes + ((((sp >> 1) ^ (row >> 1)) & 3) << 4) + (sp & 1) * 8);
+}
+// ... of the piece holding k 4p..4p+3 (p = 0..7) of a naturally ordered segment (x, row-major W).
+__host__ __device__ constexpr uint32_t WgmmaPieceOffset(int row, int p) {
+  return WgmmaSlotOffset(row, WeightStoredK(4 * p) / 4);
 }
 
 #if FP_SKINNY_SM90A
@@ -107,8 +109,11 @@ __global__ void __launch_bounds__(kWgmmaThreads) SkinnyWgmmaKernel(const SkinnyA
   // segment; rows a multiple of 8 apart share the swizzle phase, so the shared offsets are one base + i *
   // kCpRows * 64 B. Eight threads read one row's 64 contiguous bytes. Rows past `out` / tokens past n load
   // the last real one (their outputs are never stored; an output depends only on its own row and token).
+  // Segment-tiled W is stored grouped already, so its piece cp_p goes to slot cp_p.
   const int cp_row = tid >> 3, cp_p = tid & 7;
   const uint32_t cp_dst = WgmmaPieceOffset(cp_row, cp_p);
+  const uint32_t cp_dst_w =
+      a.layout == WeightLayout::kSegmentTiled ? WgmmaSlotOffset(cp_row, cp_p) : cp_dst;
   const int seg_stride = SkinnyWSegStride(a);
   const __nv_bfloat16* wsrc[kWCopies];
 #pragma unroll
@@ -120,7 +125,7 @@ __global__ void __launch_bounds__(kWgmmaThreads) SkinnyWgmmaKernel(const SkinnyA
   for (int i = 0; i < kXCopies; ++i)
     xsrc[i] = a.x + int64_t{min(tok0 + cp_row + kCpRows * i, a.n - 1)} * a.in + 4 * cp_p;
   auto load_w = [&](int it, int st) {
-    const uint32_t dst = ring + static_cast<uint32_t>(st * kStage) + cp_dst;
+    const uint32_t dst = ring + static_cast<uint32_t>(st * kStage) + cp_dst_w;
 #pragma unroll
     for (int j = 0; j < BKS; ++j) {
       if (it * BKS + j >= nseg) break;

@@ -1,6 +1,7 @@
 // gemm_test_util.h — device buffers, the SM count, random operands, the residual input y0, the fp64 GEMM oracle,
 // segment-tiled weight copies and the bit-identity checks shared by the GEMM tests (skinny_gemm_test.cu,
-// skinny_tiled_test.cu, skinny_stream_test.cu, skinny_wgmma_test.cu, weight_layout_test.cu, gemv_fused_test.cu).
+// skinny_tiled_test.cu, skinny_stream_test.cu, skinny_wgmma_test.cu, skinny_tma_test.cu, weight_layout_test.cu,
+// gemv_fused_test.cu).
 #pragma once
 
 #include <cuda_bf16.h>

@@ -149,8 +149,9 @@ TEST(SkinnyWgmma, SwiGluBitIdenticalToRegisterKernel) {
   CheckSwiGlu(700, 93);
 }
 
-// The engine's dispatch (LaunchSkinnyGemm) at 17-64 tokens: this schedule for a matrix whose tiles fill the
-// SMs, the register schedule for one whose do not; both bit-identical to the register kernel on row-major W.
+// The engine's dispatch (LaunchSkinnyGemm) at 17-64 tokens on segment-tiled W: this schedule for a matrix whose
+// tiles fill the SMs, the TMA schedule (cuda_skinny_tma.cuh) for one whose do not; both bit-identical to the
+// register kernel on row-major W.
 TEST(SkinnyWgmma, EngineDispatchBitIdentical) {
   SKIP_WITHOUT_WGMMA();
   std::mt19937 rng(94);

@@ -27,17 +27,26 @@ using testing::Dev;
 using testing::Host;
 using testing::RandomBf16;
 
-// Host oracle: tiled[((row / 16) * (in / 32) + s) * 512 + (row % 16) * 32 + kk] = w[row * in + s * 32 + kk].
+// Host oracle: tiled[((row / 16) * (in / 32) + s) * 512 + (row % 16) * 32 + pos] = w[row * in + s * 32 + kk],
+// where a segment stores its k grouped by the two MMA steps: pos 0..31 hold kk = kStored[pos].
+constexpr int kStored[32] = {0, 1, 2,  3,  8,  9,  10, 11, 16, 17, 18, 19, 24, 25, 26, 27,
+                             4, 5, 6,  7,  12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31};
 std::vector<bf16> HostTiled(const std::vector<bf16>& w, int out, int in) {
   const int rows = static_cast<int>(ce::WeightLayoutRows(out)), nseg = in / 32;
   std::vector<bf16> t(static_cast<size_t>(rows) * in, __float2bfloat16(0.f));
   for (int row = 0; row < out; ++row) {
-    for (int k = 0; k < in; ++k) {
-      const size_t at = ((static_cast<size_t>(row / 16) * nseg + k / 32) * 16 + row % 16) * 32 + k % 32;
-      t[at] = w[static_cast<size_t>(row) * in + k];
+    for (int s = 0; s < nseg; ++s) {
+      for (int pos = 0; pos < 32; ++pos) {
+        const size_t at = ((static_cast<size_t>(row / 16) * nseg + s) * 16 + row % 16) * 32 + pos;
+        t[at] = w[static_cast<size_t>(row) * in + s * 32 + kStored[pos]];
+      }
     }
   }
   return t;
+}
+
+TEST(WeightLayout, StoredKMatchesTheGrouping) {
+  for (int pos = 0; pos < 32; ++pos) EXPECT_EQ(pos, ce::WeightStoredK(kStored[pos])) << pos;
 }
 
 bf16* Alloc(int out, int in) {
