@@ -156,7 +156,8 @@ __global__ void __launch_bounds__(W * 32, MINB) SkinnyGemmKernel(const SkinnyArg
   // The i-th segment of this warp.
   auto seg = [&](int i) { return CONTIG ? seg_lo + i : warp + i * kWarps; };
 
-  // This lane's two 8-byte pieces of a row's segment (SkinnyWPieceK): wrow[r] + seg * seg_stride and 4 or 16 on.
+  // This lane's two 8-byte pieces of a row's segment (SkinnyWPieceK): wrow[r] + seg * seg_stride and 4 or 16 on
+  // (segment-tiled W: two loads; row-major: adjacent, one 16-byte load).
   const __nv_bfloat16* wrow[NR];
   const int seg_stride = SkinnyWSegStride(a);
   const bool tiled = SkinnyWPieceK(a, q, 1) - SkinnyWPieceK(a, q, 0) == 16;
@@ -173,11 +174,13 @@ __global__ void __launch_bounds__(W * 32, MINB) SkinnyGemmKernel(const SkinnyArg
       for (int r = 0; r < NR; ++r) {
         if (it0 + u < my_segs) {
           const __nv_bfloat16* const p = wrow[r] + s * seg_stride;  // < 2^31: in * 16 elements
-          const uint2 lo = __ldcs(reinterpret_cast<const uint2*>(p));
-          // (immediate offsets, not p + a step: no extra 64-bit address live per load in flight)
-          const uint2 hi = tiled ? __ldcs(reinterpret_cast<const uint2*>(p + 16))
-                                 : __ldcs(reinterpret_cast<const uint2*>(p + 4));
-          wv[u][r] = make_uint4(lo.x, lo.y, hi.x, hi.y);
+          if (tiled) {  // two 8-byte pieces 32 bytes apart (an immediate offset: no second address live)
+            const uint2 lo = __ldcs(reinterpret_cast<const uint2*>(p));
+            const uint2 hi = __ldcs(reinterpret_cast<const uint2*>(p + 16));
+            wv[u][r] = make_uint4(lo.x, lo.y, hi.x, hi.y);
+          } else {  // row-major: one 16-byte load
+            wv[u][r] = __ldcs(reinterpret_cast<const uint4*>(p));
+          }
         } else {
           wv[u][r] = make_uint4(0, 0, 0, 0);
         }
