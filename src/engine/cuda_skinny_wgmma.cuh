@@ -10,7 +10,8 @@
 //   - The skinny arithmetic's steps per 32-k segment are k {0-3, 8-11, 16-19, 24-27}, then {4-7, 12-15, 20-23,
 //     28-31} (lane q's 8q..8q+3 and 8q+4..8q+7, cuda_skinny_gemm.cuh). So each segment of W and x is copied
 //     into shared memory in 8-byte pieces regrouped to [0-3 | 8-11 | 16-19 | 24-27 | 4-7 | 12-15 | 20-23 |
-//     28-31], and the segment's two k16 steps are its first and second 32 bytes.
+//     28-31], and the segment's two k16 steps are its first and second 32 bytes (segment-tiled W is stored in
+//     that grouping already, WeightStoredK: its pieces land in order).
 //   - As in every schedule: per K slice a fresh fp32 accumulator over its segments in order; the 8 slice sums
 //     added s0 + s1 + ... + s7.
 // Schedule: a block (one warpgroup) owns a 64-token x 128-row tile, D[token][row] = x . W^T with x as the A
