@@ -160,7 +160,7 @@ __global__ void __launch_bounds__(W * 32, MINB) SkinnyGemmKernel(const SkinnyArg
   // (segment-tiled W: two loads; row-major: adjacent, one 16-byte load).
   const __nv_bfloat16* wrow[NR];
   const int seg_stride = SkinnyWSegStride(a);
-  const bool tiled = SkinnyWPieceK(a, q, 1) - SkinnyWPieceK(a, q, 0) == 16;
+  const bool tiled = a.layout == WeightLayout::kSegmentTiled;
 #pragma unroll
   for (int r = 0; r < NR; ++r) {
     const int row = min(row_base + r * 8 + g, a.out - 1);  // rows past `out` load a real row, never stored

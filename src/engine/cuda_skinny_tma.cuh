@@ -57,7 +57,8 @@ __host__ __device__ constexpr int SkinnyTmaSmemBytes() {
   const int ring = STAGES * BKS * (kTmaSegW + kTmaSegX);
   const int sums = C > 1 ? kSkinnySlices / C * kTmaConsumers * kTmaAccs * 4 : 0;  // C == 1 folds in registers
   const int tile = kTmaTokens * (kTmaRows + kTiledPad) * 4;
-  const int body = ring > sums ? (ring > tile ? ring : tile) : (sums > tile ? sums : tile);
+  const int ring_or_sums = ring > sums ? ring : sums;
+  const int body = ring_or_sums > tile ? ring_or_sums : tile;
   return body + 1024 + 2 * STAGES * 8;
 }
 
@@ -331,10 +332,11 @@ inline bool SkinnyTmaSupported(const SkinnyArgs& a) {
   return a.layout == WeightLayout::kSegmentTiled && a.in % kSegK == 0 && a.in / kSegK >= kSkinnySlices;
 }
 
-// Builds the two tensor maps and launches one configuration; a CUDA error from the driver's encoder comes back
-// as cudaErrorInvalidValue.
+// The two tensor maps of a (W, x with boxes of bks segments); cudaErrorInvalidValue where SkinnyTmaSupported
+// refuses a or the driver's encoder fails.
 cudaError_t SkinnyTmaMaps(const SkinnyArgs& a, int bks, CUtensorMap* tw, CUtensorMap* tx);
 
+// Builds the tensor maps and launches one configuration (grid: row tiles x C, token tiles; clusters of C).
 template <Epilogue E, int BKS, int STAGES, int C>
 cudaError_t LaunchSkinnyTmaKernel(const SkinnyArgs& a, bool pdl, cudaStream_t stream) {
   constexpr int kSmem = SkinnyTmaSmemBytes<BKS, STAGES, C>();

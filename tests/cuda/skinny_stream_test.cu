@@ -159,9 +159,9 @@ void CheckSmall() {
 // out 37: 3 tiles of 16 (the last part-filled); 1000 and 2052: many tiles a block on one SM's grid.
 TEST(SkinnyStream, StoreBitIdenticalToRegisterKernel) {
   SKIP_WITHOUT_GPU();
-  CheckStore<2, 4, 3>(37, 60);  // the engine's two (cuda_skinny_gemm.cu)
+  CheckStore<2, 4, 3>(37, 60);  // the engine's choice up to 8 tokens before session 9
   CheckStore<2, 4, 3>(1000, 61);
-  CheckStore<4, 4, 2>(1000, 62);
+  CheckStore<4, 4, 2>(1000, 62);  // the engine's (cuda_skinny_gemm.cu)
   CheckStore<1, 6, 2>(2052, 63);
 }
 
@@ -173,8 +173,8 @@ TEST(SkinnyStream, SwiGluBitIdenticalToRegisterKernel) {
   CheckSwiGlu<4, 4, 2>(1000, 72);
 }
 
-// Small cases for compute-sanitizer (scripts/gpu-check runs *Sanitizer* under memcheck and racecheck): both engine
-// configurations, both epilogues and layouts, a part-filled tile and many tiles a block on a one-SM grid.
+// Small cases for compute-sanitizer (scripts/gpu-check runs *Sanitizer* under memcheck and racecheck): the engine's
+// configuration and the 2-row-tile one it ran up to 8 tokens before session 9, both epilogues and layouts, a part-filled tile and many tiles a block on a one-SM grid.
 TEST(SkinnySanitizer, StreamSmall) {
   SKIP_WITHOUT_GPU();
   CheckSmall<2, 4, 3>();
