@@ -24,9 +24,9 @@
 // The same arithmetic runs in more schedules: up to 16 tokens a streaming one (cuda_skinny_stream.cuh: W and x
 // through per-warp cp.async rings, resident blocks walking the row tiles), and above 16 a tiled one where its
 // 64-token x 128-row tiles fill the SMs (cuda_skinny_wgmma.cuh on sm_90a, else cuda_skinny_tiled.cuh: x and W
-// through shared memory; any n, in tiles of 64 tokens); on sm_90a with segment-tiled W, the other matrices run
-// a TMA-fed one (cuda_skinny_tma.cuh: 64 x 64 tiles, K slices split over clusters of 2 for long K); elsewhere the
-// register schedule (n > 64 in passes of 64 tokens, W re-read from L2 per pass). W may be row-major or
+// through shared memory; any n, in tiles of 64 tokens); on sm_90a with segment-tiled W a TMA-fed one runs every
+// matrix at 17-64 tokens and the others above (cuda_skinny_tma.cuh: 64 x 64 tiles, K slices split over clusters
+// of 2 for long K); elsewhere the register schedule (n > 64 in passes of 64 tokens, W re-read from L2 per pass). W may be row-major or
 // segment-tiled (WeightLayout): the layout moves bytes, not arithmetic.
 // defines: SkinnyGemmSupported, SkinnyTiledFills, SkinnyWgmmaAvailable, SkinnyTmaAvailable, LaunchSkinnyGemm,
 //          LaunchSkinnyGemmSwiGlu
@@ -92,16 +92,36 @@ constexpr int kWgmmaBks = 2, kWgmmaStages = 3;
 // the sweep in the same run: one block a tile on down 58.1-61.5, clusters of 2 on q|k|v 41.5-42.0 and o 28.1-28.7,
 // clusters of 4 worse everywhere. Under ncu (kernel time only; ncu-e2e-b64-h200-2026-11-28-s9) q|k|v 26.2, o 26.0,
 // down 53.3 against cuBLAS 17.5, 12.7, 38.6 (+ split-K reduce): a block still moves only ~40 GB/s.
-constexpr int kTmaBks = 4, kTmaStages = 3, kTmaSplitStages = 6, kTmaSplitMinIn = 8192;
+// TMA rings (bench_gemm --tiled, H200, 64 tokens, kernel time): where the 64-row tiles are fewer than the SMs
+// (q|k|v, o) 8-segment stages x 3 (one block an SM; q|k|v 21.5 us, o 19.5, against 23.3 and 21.2 with 4-segment
+// stages); where they make waves (gate|up, LM head) 4 x 3, two blocks an SM (gate|up 71.1 against 79.0); long K
+// on few tiles (down) in clusters of 2 with 4 x 6 (42.2 us against 58.3 unsplit).
+constexpr int kTmaWaveBks = 4, kTmaWaveStages = 3, kTmaFewBks = 8, kTmaFewStages = 3;
+constexpr int kTmaSplitBks = 4, kTmaSplitStages = 6, kTmaSplitMinIn = 8192;
 
-// Which schedule runs (all compute the same bits): up to 16 tokens the streaming one; above, where 64 x 128 tiles
-// fill the SMs (gate|up and the LM head at 17-64 tokens, every matrix at prefill lengths) the wgmma schedule on
-// sm_90a, else the mma.sync tiled one; elsewhere (q|k|v, o, down at 17-64 tokens) the TMA schedule on sm_90a with
-// segment-tiled W, else the register schedule with 2 or 4 m-tiles a warp (on sm_80 it beat the tiled one there:
-// H200 at 64 tokens, o 26 vs 60 us, gemm-tiled-h200-2026-11-28).
+template <Epilogue E>
+cudaError_t LaunchTma(const SkinnyArgs& a, bool pdl, cudaStream_t stream) {
+  const int64_t tiles = int64_t{(a.out + kTmaRows - 1) / kTmaRows} * ((a.n + kTmaTokens - 1) / kTmaTokens);
+  if (tiles >= DeviceSms()) return LaunchSkinnyTmaKernel<E, kTmaWaveBks, kTmaWaveStages, 1>(a, pdl, stream);
+  if (a.in >= kTmaSplitMinIn && 2 * tiles <= DeviceSms()) {
+    return LaunchSkinnyTmaKernel<E, kTmaSplitBks, kTmaSplitStages, 2>(a, pdl, stream);
+  }
+  return LaunchSkinnyTmaKernel<E, kTmaFewBks, kTmaFewStages, 1>(a, pdl, stream);
+}
+
+// Which schedule runs (all compute the same bits): up to 16 tokens the streaming one; then, up to 64 tokens on
+// sm_90a with segment-tiled W (the deterministic mode), the TMA schedule for every matrix (it beat the cp.async
+// wgmma schedule on gate|up too once x came in 128-byte rows: 71.1 against 74.0 us); where 64 x 128 tiles fill
+// the SMs (gate|up and the LM head at 17-64 tokens on row-major W, every matrix at prefill lengths) the wgmma
+// schedule on sm_90a, else the mma.sync tiled one; elsewhere the register schedule with 2 or 4 m-tiles a warp
+// (on sm_80 it beat the tiled one there: H200 at 64 tokens, o 26 vs 60 us, gemm-tiled-h200-2026-11-28).
 template <Epilogue E>
 Status Dispatch(const SkinnyArgs& a, bool pdl, cudaStream_t stream) {
   if (a.n <= kStreamMaxTokens) return LaunchStream<E>(a, pdl, stream);
+  if (a.n <= kTmaTokens && SkinnyTmaSupported(a) && SkinnyTmaAvailable()) {
+    FP_CUDA_RETURN_IF_ERROR(LaunchTma<E>(a, pdl, stream));
+    return Status::Ok();
+  }
   if (SkinnyTiledFills(a.out, a.n)) {
     const cudaError_t e =
         SkinnyWgmmaAvailable()
@@ -110,13 +130,8 @@ Status Dispatch(const SkinnyArgs& a, bool pdl, cudaStream_t stream) {
     FP_CUDA_RETURN_IF_ERROR(e);
     return Status::Ok();
   }
-  if (SkinnyTmaSupported(a) && SkinnyTmaAvailable()) {
-    const int64_t tiles = int64_t{(a.out + kTmaRows - 1) / kTmaRows} * ((a.n + kTmaTokens - 1) / kTmaTokens);
-    const cudaError_t e =
-        a.in >= kTmaSplitMinIn && 2 * tiles <= DeviceSms()
-            ? LaunchSkinnyTmaKernel<E, kTmaBks, kTmaSplitStages, 2>(a, pdl, stream)
-            : LaunchSkinnyTmaKernel<E, kTmaBks, kTmaStages, 1>(a, pdl, stream);
-    FP_CUDA_RETURN_IF_ERROR(e);
+  if (SkinnyTmaSupported(a) && SkinnyTmaAvailable()) {  // more than 64 tokens, tiles too few for the wgmma one
+    FP_CUDA_RETURN_IF_ERROR(LaunchTma<E>(a, pdl, stream));
     return Status::Ok();
   }
   if (a.n <= 32) return Launch<2, 2, 4, false, E>(a, pdl, stream);
@@ -131,7 +146,7 @@ bool SkinnyWgmmaAvailable() {
 }
 
 bool SkinnyTmaAvailable() {
-  return Sm90aKernelRuns<SkinnyTmaKernel<Epilogue::kStore, kTmaBks, kTmaStages, 1>>(40);
+  return Sm90aKernelRuns<SkinnyTmaKernel<Epilogue::kStore, kTmaWaveBks, kTmaWaveStages, 1>>(40);
 }
 
 bool SkinnyTiledFills(int out, int n) {
