@@ -1,12 +1,12 @@
-// engine/cuda_skinny_tma.cuh — the skinny GEMM's arithmetic fed by TMA, for the matrices whose 64 x 128 tiles do
-// not fill the SMs at 17-64 tokens (q|k|v, o, down), on sm_90a with segment-tiled W (design:
-// cuda_skinny_gemm.cu). Internal to src/engine and bench/cuda/bench_gemm.cu.
+// engine/cuda_skinny_tma.cuh — the skinny GEMM's arithmetic fed by TMA: every matrix at 17-64 tokens, and above
+// that those whose 64 x 128 tiles do not fill the SMs, on sm_90a with segment-tiled W (design:
+// cuda_skinny_gemm.cu). Internal to src/engine and bench/cuda.
 //
-// Why: there the register schedule streamed ~2 TB/s (H200, 64 tokens, kernel time: down 63 us, q|k|v 32, o 22)
-// and cuBLAS ~3 TB/s (39 / 17.5 / 13), and the cp.async-fed wgmma schedule moves ~34 GB/s a block, too little
-// with one block per tile. Measured (H200, 64 tokens, ncu kernel time): q|k|v 26.2 us, o 26.0, down 53.3 (clusters
-// of 2): faster than the register schedule on q|k|v and down, still behind cuBLAS; deterministic mode at B = 64
-// went from +15% to +10-11.6% (docs/kernel-spec.md). Same bits as every schedule (tests SkinnyTma.*):
+// Why: for q|k|v, o and down the register schedule streamed ~2 TB/s (H200, 64 tokens, kernel time: down 63 us,
+// q|k|v 32, o 22) and cuBLAS ~3 TB/s (39 / 17.5 / 13), and the cp.async-fed wgmma schedule moves ~34 GB/s a block,
+// too little with one block per tile. Measured (H200, 64 tokens, kernel time, bench_gemm): q|k|v 21.4 us, o 19.5,
+// down 42.4 (clusters of 2), gate|up 70.5 (cuBLAS 65.2), LM head 280.6 (279.9); deterministic mode at B = 64 went
+// from +15% (register schedule) to +6-7% (docs/kernel-spec.md). Same bits as every schedule (tests SkinnyTma.*):
 //   - Per K slice a fresh fp32 accumulator over its segments in order, two k16 MMA steps a segment with the k
 //     sets {0-3, 8-11, 16-19, 24-27} then {4-7, ..., 28-31}; the 8 slice sums added s0 + s1 + ... + s7. A
 //     wgmma k16 step gives the bits of an mma.sync m16n8k16 on the same 16 k in any order (MmaBits.*).

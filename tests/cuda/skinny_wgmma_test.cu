@@ -3,8 +3,8 @@
 // kernel on row-major W, reading W row-major or segment-tiled, several ring shapes (slices ending inside a
 // stage), both epilogues, beta 0 (NaN-poisoned output) and 1, odd shapes (a part-filled row tile, two token
 // tiles, in with one segment so 7 empty slices, slices of 16 and 17 segments); within the fp64 oracle's
-// bound. Also that the engine's dispatch runs it bit-identically for 17-64 tokens. Skips without a GPU, and
-// without sm_90a.
+// bound. Also that the engine's dispatch above 16 tokens, which runs it or the TMA schedule, is bit-identical.
+// Skips without a GPU, and without sm_90a.
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
@@ -66,8 +66,9 @@ TEST(SkinnyWgmma, SwiGluBitIdenticalToRegisterKernel) {
   testing::CheckScheduleSwiGlu(Configs(), kLayouts, 700, {256, 4192}, {17, 64, 100}, 93);
 }
 
-// The engine's dispatch (LaunchSkinnyGemm) at 17-64 tokens on segment-tiled W: this schedule for a matrix whose
-// tiles fill the SMs, the TMA schedule (cuda_skinny_tma.cuh) for one whose do not; both bit-identical to the
+// The engine's dispatch (LaunchSkinnyGemm) above 16 tokens: on segment-tiled W the TMA schedule up to 64 tokens
+// and, at 100, this one where the tiles fill the SMs (out 40000) or the TMA one where they do not (out 1000); on
+// row-major W this one where the tiles fill the SMs, the register schedule elsewhere. All bit-identical to the
 // register kernel on row-major W.
 TEST(SkinnyWgmma, EngineDispatchBitIdentical) {
   SKIP_WITHOUT_WGMMA();
@@ -77,22 +78,25 @@ TEST(SkinnyWgmma, EngineDispatchBitIdentical) {
     const auto w = RandomBf16(rng, static_cast<size_t>(out) * in, 1.f);
     bf16* dw = Dev(w);
     bf16* dwt = testing::SegmentTiledCopy(dw, out, in);
-    for (const int n : {17, 40, 64}) {
-      SCOPED_TRACE("out " + std::to_string(out) + " n " + std::to_string(n));
+    for (const int n : {17, 40, 64, 100}) {
       const auto x = RandomBf16(rng, static_cast<size_t>(n) * in, 1.f);
       bf16* dx = Dev(x);
       float* dref = Dev(std::vector<float>(static_cast<size_t>(n) * out, std::nanf("")));
-      float* dy = Dev(std::vector<float>(static_cast<size_t>(n) * out, std::nanf("")));
       testing::RegisterReference<ce::Epilogue::kStore>(ce::SkinnyArgs{dw, dx, dref, nullptr, out, in, n, 0.f});
-      ASSERT_TRUE(
-          ce::LaunchSkinnyGemm(dwt, out, in, dx, n, dy, 0.f, false, nullptr, ce::WeightLayout::kSegmentTiled)
-              .ok());
-      EXPECT_TRUE(testing::WrittenAndBitIdentical(Host(dy, static_cast<size_t>(n) * out),
-                                                  Host(dref, static_cast<size_t>(n) * out),
-                                                  static_cast<size_t>(out)));
+      for (const auto lay : {ce::WeightLayout::kRowMajor, ce::WeightLayout::kSegmentTiled}) {
+        SCOPED_TRACE("out " + std::to_string(out) + " n " + std::to_string(n) + " layout " +
+                     std::to_string(static_cast<int>(lay)));
+        float* dy = Dev(std::vector<float>(static_cast<size_t>(n) * out, std::nanf("")));
+        ASSERT_TRUE(ce::LaunchSkinnyGemm(lay == ce::WeightLayout::kRowMajor ? dw : dwt, out, in, dx, n, dy, 0.f, false,
+                                         nullptr, lay)
+                        .ok());
+        EXPECT_TRUE(testing::WrittenAndBitIdentical(Host(dy, static_cast<size_t>(n) * out),
+                                                    Host(dref, static_cast<size_t>(n) * out),
+                                                    static_cast<size_t>(out)));
+        cudaFree(dy);
+      }
       cudaFree(dx);
       cudaFree(dref);
-      cudaFree(dy);
     }
     cudaFree(dw);
     cudaFree(dwt);
