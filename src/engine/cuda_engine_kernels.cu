@@ -93,22 +93,7 @@ __global__ void RopeWriteKernel(RopeWriteArgs a) {
   if (head < a.hq + a.hkv) {
     for (int i = static_cast<int>(threadIdx.x); i < half; i += static_cast<int>(blockDim.x)) {
       const int e = head * a.hd + 2 * i;  // element index within q|k (heads are contiguous, hd even)
-      const __nv_bfloat162 r = RopeRotatePair(row[e], row[e + 1], a.cs[static_cast<int64_t>(t) * half + i]);
-      const __nv_bfloat16 r0 = r.x, r1 = r.y;
-      if (e < qd) {
-        __nv_bfloat16* q = a.q_out + static_cast<int64_t>(t) * qd + e;
-        q[0] = r0;
-        q[1] = r1;
-      } else {
-        const int ke = e - qd;
-        __nv_bfloat16* k = a.k_pool + slot * kvd + ke;
-        k[0] = r0;
-        k[1] = r1;
-        if (a.k_cap != nullptr) {
-          a.k_cap[static_cast<int64_t>(t) * kvd + ke] = r0;
-          a.k_cap[static_cast<int64_t>(t) * kvd + ke + 1] = r1;
-        }
-      }
+      RopeWritePair(a, slot, t, e, row[e], row[e + 1], a.cs[static_cast<int64_t>(t) * half + i]);
     }
     return;
   }

@@ -163,20 +163,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, kU * R > 8 ? 1 : 2) GemvK
     if constexpr (OUT == GemvOut::kSwiGlu) {  // the SwiGLU kernel's expression: bit-identical
       a.h[4 * int64_t(blockIdx.x) + p] = SwiGluBf16(tile[p], tile[p + 4]);
     } else {  // RopeWriteKernel's arithmetic on pair p of the tile's rows (q | k | v; heads are whole tiles)
-      const RopeWriteArgs& r = a.rope;
-      const int qd = r.hq * r.hd, kvd = r.hkv * r.hd;
-      const int e = 8 * static_cast<int>(blockIdx.x) + 2 * p;
-      const int64_t slot = rope_slot;
-      __nv_bfloat162 pair;
-      if (e < qd + kvd) {
-        pair = RopeRotatePair(tile[2 * p], tile[2 * p + 1], rope_cs);
-      } else {
-        pair = __halves2bfloat162(__float2bfloat16(tile[2 * p]), __float2bfloat16(tile[2 * p + 1]));
-      }
-      __nv_bfloat16* dst = e < qd ? r.q_out + e : e < qd + kvd ? r.k_pool + slot * kvd + (e - qd)
-                                                               : r.v_pool + slot * kvd + (e - qd - kvd);
-      dst[0] = pair.x;
-      dst[1] = pair.y;
+      RopeWritePair(a.rope, rope_slot, 0, 8 * static_cast<int>(blockIdx.x) + 2 * p, tile[2 * p], tile[2 * p + 1],
+                    rope_cs);
     }
   }
 }

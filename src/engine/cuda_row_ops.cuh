@@ -1,12 +1,15 @@
 // engine/cuda_row_ops.cuh — the per-row arithmetic of RMSNorm and RoPE, written once for the separate kernels
 // (cuda_engine_kernels.cu) and the GEMVs that fuse them (cuda_gemv.cu), so a fused path is bit-identical to the
 // separate kernels by construction (the same expressions, the same reduction over the same 256 threads).
-// defines: kRowThreads, RmsNormRowVec, RopeRotatePair
+// defines: kRowThreads, RmsNormRowVec, RopeRotatePair, RopeWritePair
 #pragma once
 
 #include <cuda_bf16.h>
 
+#include <cstdint>
+
 #include "engine/cuda_block_reduce.cuh"
+#include "engine/cuda_engine_kernels.h"
 
 namespace fp::cuda_engine {
 
@@ -55,6 +58,33 @@ __device__ __forceinline__ __nv_bfloat162 RopeRotatePair(float x0, float x1, flo
   const float c = cs.x, s = cs.y;
   return __halves2bfloat162(__float2bfloat16(__fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s))),
                             __float2bfloat16(__fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c))));
+}
+
+// RopeWriteKernel's output for elements e, e + 1 (e even) of token t's q|k|v row, from their fp32 values: q and k
+// rotated by cs (the step's table entry of pair (e % hd) / 2) into q_out / the k pool row `slot` (and k_cap), v
+// rounded into the v pool row (and v_cap). RopeWriteKernel (q and k) and the fused q|k|v GEMV's epilogue.
+__device__ __forceinline__ void RopeWritePair(const RopeWriteArgs& r, int64_t slot, int t, int e, float v0, float v1,
+                                              float2 cs) {
+  const int qd = r.hq * r.hd, kvd = r.hkv * r.hd;
+  if (e < qd + kvd) {
+    const __nv_bfloat162 p = RopeRotatePair(v0, v1, cs);
+    __nv_bfloat16* dst = e < qd ? r.q_out + int64_t{t} * qd + e : r.k_pool + slot * kvd + (e - qd);
+    dst[0] = p.x;
+    dst[1] = p.y;
+    if (e >= qd && r.k_cap != nullptr) {
+      r.k_cap[int64_t{t} * kvd + (e - qd)] = p.x;
+      r.k_cap[int64_t{t} * kvd + (e - qd) + 1] = p.y;
+    }
+    return;
+  }
+  const int ve = e - qd - kvd;
+  const __nv_bfloat16 b0 = __float2bfloat16(v0), b1 = __float2bfloat16(v1);
+  r.v_pool[slot * kvd + ve] = b0;
+  r.v_pool[slot * kvd + ve + 1] = b1;
+  if (r.v_cap != nullptr) {
+    r.v_cap[int64_t{t} * kvd + ve] = b0;
+    r.v_cap[int64_t{t} * kvd + ve + 1] = b1;
+  }
 }
 
 }  // namespace fp::cuda_engine
