@@ -74,7 +74,9 @@ __global__ void __launch_bounds__(160) RingKernel(const __grid_constant__ CUtens
         if (W == kWBulk) BulkCopy(dst, w + (size_t(tile) * nseg + it * kBks) * 4096, kWStage, bar);
         if (X == kXRows64) ce::TmaLoad3(dst + kWStage, &tx64, 0, 0, it * kBks, bar);
         if (X == kXRows128) {
-          for (int m = 0; m < kBks / 2; ++m) ce::TmaLoad3(dst + kWStage + m * 8192, &tx128, 0, 0, it * kBks + 2 * m, bar);
+          for (int m = 0; m < kBks / 2; ++m) {
+            ce::TmaLoad3(dst + kWStage + m * 8192, &tx128, 0, 0, it * kBks + 2 * m, bar);
+          }
         }
       }
     }
@@ -93,7 +95,9 @@ __global__ void __launch_bounds__(160) RingKernel(const __grid_constant__ CUtens
         for (int h = 0; h < 2; ++h)
 #pragma unroll
           for (int e = 0; e < 4; ++e)
-            asm volatile("ld.shared.b32 %0, [%1];" : "=r"(a[j][h][e]) : "r"(x_st + j * 4096 + tid * 16 + 8 * h + 4 * e));
+            asm volatile("ld.shared.b32 %0, [%1];"
+                         : "=r"(a[j][h][e])
+                         : "r"(x_st + j * 4096 + tid * 16 + 8 * h + 4 * e));
       pf::FenceOperand(acc);
       pf::WgmmaFence();
 #pragma unroll

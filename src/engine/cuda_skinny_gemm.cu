@@ -26,8 +26,8 @@
 // 64-token x 128-row tiles fill the SMs (cuda_skinny_wgmma.cuh on sm_90a, else cuda_skinny_tiled.cuh: x and W
 // through shared memory; any n, in tiles of 64 tokens); on sm_90a with segment-tiled W a TMA-fed one runs every
 // matrix at 17-64 tokens and the others above (cuda_skinny_tma.cuh: 64 x 64 tiles, K slices split over clusters
-// of 2 for long K); elsewhere the register schedule (n > 64 in passes of 64 tokens, W re-read from L2 per pass). W may be row-major or
-// segment-tiled (WeightLayout): the layout moves bytes, not arithmetic.
+// of 2 for long K); elsewhere the register schedule (n > 64 in passes of 64 tokens, W re-read from L2 per pass).
+// W may be row-major or segment-tiled (WeightLayout): the layout moves bytes, not arithmetic.
 // defines: SkinnyGemmSupported, SkinnyTiledFills, SkinnyWgmmaAvailable, SkinnyTmaAvailable, LaunchSkinnyGemm,
 //          LaunchSkinnyGemmSwiGlu
 // (declared in cuda_engine_kernels.h)

@@ -175,7 +175,8 @@ __global__ void __launch_bounds__(kTmaThreads) SkinnyTmaKernel(const __grid_cons
         const uint32_t dst = ring + static_cast<uint32_t>(st * kStage + BKS * kTmaSegW);
 #pragma unroll
         for (int m = 0; m < BKS / 2; ++m) {
-          TmaLoad3(dst + m * 2 * kTmaSegX, &tx, 0, tok0, XWindow(lo + it * BKS + 2 * m, nseg), pf::SmemAddr(&full[st]));
+          TmaLoad3(dst + m * kXWindowBytes, &tx, 0, tok0, XWindow(lo + it * BKS + 2 * m, nseg),
+                   pf::SmemAddr(&full[st]));
         }
       };
       // W of the first stages before the wait (weights never depend on the previous kernel), x after it.
@@ -209,20 +210,18 @@ __global__ void __launch_bounds__(kTmaThreads) SkinnyTmaKernel(const __grid_cons
   // c ^ (t % 8), the same phase g for tokens 16 warp + g and + 8): step h's a0..a3 of the window's segment `half`
   // at rows t, t + 8, chunks 4 half + q / 2 (+ 2).
   const int t0 = 16 * warp + g, within = 4 * (q & 1);
-  uint32_t a_lo[2], a_hi[2];
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    a_lo[half] = static_cast<uint32_t>(t0 * kXRowBytes + (((4 * half + (q >> 1)) ^ g) << 4) + within);
-    a_hi[half] = static_cast<uint32_t>(t0 * kXRowBytes + (((4 * half + (q >> 1) + 2) ^ g) << 4) + within);
-  }
+  auto a_at = [&](int chunk) { return static_cast<uint32_t>(t0 * kXRowBytes + ((chunk ^ g) << 4) + within); };
+  const uint32_t a_lo0 = a_at(q >> 1), a_hi0 = a_at((q >> 1) + 2);
+  const uint32_t a_lo1 = a_at(4 + (q >> 1)), a_hi1 = a_at(6 + (q >> 1));
   auto load_a = [&](uint32_t xs, int half, uint32_t (&f)[2][4]) {  // one segment's two steps
     constexpr uint32_t kRow8 = 8 * kXRowBytes;                     // token t + 8
+    const uint32_t lo = xs + (half ? a_lo1 : a_lo0), hi = xs + (half ? a_hi1 : a_hi0);  // selects: no local array
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      asm volatile("ld.shared.b32 %0, [%1];" : "=r"(f[h][0]) : "r"(xs + a_lo[half] + 8 * h));
-      asm volatile("ld.shared.b32 %0, [%1];" : "=r"(f[h][1]) : "r"(xs + a_lo[half] + 8 * h + kRow8));
-      asm volatile("ld.shared.b32 %0, [%1];" : "=r"(f[h][2]) : "r"(xs + a_hi[half] + 8 * h));
-      asm volatile("ld.shared.b32 %0, [%1];" : "=r"(f[h][3]) : "r"(xs + a_hi[half] + 8 * h + kRow8));
+      asm volatile("ld.shared.b32 %0, [%1];" : "=r"(f[h][0]) : "r"(lo + 8 * h));
+      asm volatile("ld.shared.b32 %0, [%1];" : "=r"(f[h][1]) : "r"(lo + 8 * h + kRow8));
+      asm volatile("ld.shared.b32 %0, [%1];" : "=r"(f[h][2]) : "r"(hi + 8 * h));
+      asm volatile("ld.shared.b32 %0, [%1];" : "=r"(f[h][3]) : "r"(hi + 8 * h + kRow8));
     }
   };
   float acc[8][4];
