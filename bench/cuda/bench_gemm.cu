@@ -323,7 +323,9 @@ int main(int argc, char** argv) {
                                                {"floors", {{"copy_tbps", copy_tbps}}},
                                                {"notes",
                                                 "bench/cuda/bench_gemm.cu; Llama-3-8B matrices, bf16 "
-                                                "weights rotated through 1 GiB, fp32 out; median of 15"},
+                                                "weights rotated through 1 GiB, fp32 out; median of 15 "
+                                                "launches, each behind a sleeping kernel covering its host "
+                                                "enqueue (kernel time)"},
                                                {"rows", rows}}
                                     .dump(2)
                              << "\n";
