@@ -30,9 +30,10 @@ Status CudaLlama::Impl::GraphDecodeStep(std::span<const Reservation> res, std::s
   const int32_t split_opt = DecodeSplit(batch);
   const int64_t split =
       split_opt != 0 ? split_opt : DefaultDecodeConfig(c.head_dim, c.n_heads / c.n_kv_heads).split_tokens;
-  // Capacity: a multiple of the split size, at least 1024 tokens of headroom granularity so a small per-step split
-  // does not re-capture every few hundred steps (empty splits cost a CTA each and merge with weight 0).
-  const int64_t gran = split * std::max<int64_t>(1, (1024 + split - 1) / split);
+  // Capacity: a multiple of the split size and of 512 tokens, so a small split re-captures at most every 512
+  // steps. Finer would re-capture more often; coarser leaves empty splits, which cost a CTA each and merge with
+  // weight 0 (the fixed 512 split at B = 64 had 5120 CTAs a layer at 4.1k tokens with 1024, 4608 with 512).
+  const int64_t gran = split * std::max<int64_t>(1, (512 + split - 1) / split);
   int64_t cap = (max_len + gran - 1) / gran * gran;
   cap = (cap + P - 1) / P * P;
   const int64_t stride = cap / P;
