@@ -8,8 +8,8 @@
 //          GemvNormSupported, LaunchGemvNormRopeBf16 (cuda_gemv.cu),
 //          WeightLayout, kWeightTileRows, kWeightSegK, WeightLayoutRows, LaunchWeightRelayout
 //          (cuda_weight_layout.cu),
-//          SkinnyGemmSupported, SkinnyTiledFills, SkinnyWgmmaAvailable, LaunchSkinnyGemm, LaunchSkinnyGemmSwiGlu
-//          (cuda_skinny_gemm.cu)
+//          SkinnyGemmSupported, SkinnyTiledFills, SkinnyWgmmaAvailable, SkinnyTmaAvailable, LaunchSkinnyGemm,
+//          LaunchSkinnyGemmSwiGlu (cuda_skinny_gemm.cu)
 // `pdl`: launch with programmatic dependent launch (cuda_pdl.cuh; the caller checks the device is sm_90+).
 #pragma once
 
@@ -154,8 +154,8 @@ bool SkinnyGemmSupported(int out, int in, const void* w, const void* x, int n);
 bool SkinnyTiledFills(int out, int n);
 // Whether the tiled schedule is the Hopper (wgmma) one: a compute capability 9.0 device and an sm_90a build.
 bool SkinnyWgmmaAvailable();
-// Whether the TMA-fed schedule (cuda_skinny_tma.cuh) can run: same conditions, for the matrices whose tiles do not
-// fill the SMs at 17+ tokens with segment-tiled W.
+// Whether the TMA-fed schedule (cuda_skinny_tma.cuh) can run: same conditions; it runs segment-tiled W at 17-64
+// tokens, and above where the tiles do not fill the SMs.
 bool SkinnyTmaAvailable();
 Status LaunchSkinnyGemm(const __nv_bfloat16* w, int out, int in, const __nv_bfloat16* x, int n, float* y,
                         float beta, bool pdl, cudaStream_t stream, WeightLayout layout = WeightLayout::kRowMajor);

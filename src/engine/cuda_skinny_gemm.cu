@@ -85,17 +85,11 @@ Status LaunchStream(const SkinnyArgs& a, bool pdl, cudaStream_t stream) {
 // an SM; bench_gemm --tiled, H200, gate|up at 64 tokens: 78.4 us, 4 stages 79.0, 4-segment stages 82.6).
 constexpr int kWgmmaBks = 2, kWgmmaStages = 3;
 
-// TMA schedule (cuda_skinny_tma.cuh), 4 segments a stage: one block a tile with 3 stages (97 KiB); for long K
-// (down) where two blocks a tile still fit on the SMs, clusters of 2 with 6 stages (one block an SM: 255
-// registers). bench_gemm --tiled, H200, 64 tokens, us (gemm-tma-h200-2026-11-28-s9): q|k|v 28.3 (register
-// schedule 43.6, cuBLAS 24.6), o 26.2 (27.3, 19.7), down 54.9 with clusters of 2 (register 70.7, cuBLAS 48.2);
-// the sweep in the same run: one block a tile on down 58.1-61.5, clusters of 2 on q|k|v 41.5-42.0 and o 28.1-28.7,
-// clusters of 4 worse everywhere. Under ncu (kernel time only; ncu-e2e-b64-h200-2026-11-28-s9) q|k|v 26.2, o 26.0,
-// down 53.3 against cuBLAS 17.5, 12.7, 38.6 (+ split-K reduce): a block still moves only ~40 GB/s.
-// TMA rings (bench_gemm --tiled, H200, 64 tokens, kernel time): where the 64-row tiles are fewer than the SMs
-// (q|k|v, o) 8-segment stages x 3 (one block an SM; q|k|v 21.5 us, o 19.5, against 23.3 and 21.2 with 4-segment
-// stages); where they make waves (gate|up, LM head) 4 x 3, two blocks an SM (gate|up 71.1 against 79.0); long K
-// on few tiles (down) in clusters of 2 with 4 x 6 (42.2 us against 58.3 unsplit).
+// TMA schedule (cuda_skinny_tma.cuh) rings (bench_gemm --tiled, H200, 64 tokens, kernel time,
+// gemm-tma-h200-2026-11-28-s10): where the 64-row tiles are fewer than the SMs (q|k|v, o) 8-segment stages x 3
+// (one block an SM; q|k|v 21.5 us, o 19.5, against 23.3 and 21.2 with 4-segment stages); where they make waves
+// (gate|up, LM head) 4 x 3, two blocks an SM (gate|up 71.1 against 79.0); long K on few tiles (down) in clusters
+// of 2 with 4 x 6 (42.2 us against 58.3 unsplit; clusters of 4 were slower everywhere).
 constexpr int kTmaWaveBks = 4, kTmaWaveStages = 3, kTmaFewBks = 8, kTmaFewStages = 3;
 constexpr int kTmaSplitBks = 4, kTmaSplitStages = 6, kTmaSplitMinIn = 8192;
 
@@ -118,7 +112,8 @@ cudaError_t LaunchTma(const SkinnyArgs& a, bool pdl, cudaStream_t stream) {
 template <Epilogue E>
 Status Dispatch(const SkinnyArgs& a, bool pdl, cudaStream_t stream) {
   if (a.n <= kStreamMaxTokens) return LaunchStream<E>(a, pdl, stream);
-  if (a.n <= kTmaTokens && SkinnyTmaSupported(a) && SkinnyTmaAvailable()) {
+  const bool tma = SkinnyTmaSupported(a) && SkinnyTmaAvailable();
+  if (tma && a.n <= kTmaTokens) {
     FP_CUDA_RETURN_IF_ERROR(LaunchTma<E>(a, pdl, stream));
     return Status::Ok();
   }
@@ -130,7 +125,7 @@ Status Dispatch(const SkinnyArgs& a, bool pdl, cudaStream_t stream) {
     FP_CUDA_RETURN_IF_ERROR(e);
     return Status::Ok();
   }
-  if (SkinnyTmaSupported(a) && SkinnyTmaAvailable()) {  // more than 64 tokens, tiles too few for the wgmma one
+  if (tma) {  // more than 64 tokens, tiles too few for the wgmma one
     FP_CUDA_RETURN_IF_ERROR(LaunchTma<E>(a, pdl, stream));
     return Status::Ok();
   }

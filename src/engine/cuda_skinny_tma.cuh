@@ -123,8 +123,9 @@ __device__ __forceinline__ float4 LoadSharedCluster4(uint32_t addr) {
 #endif
 
 // Grid (row tiles x C, token tiles), clusters of C along x; kTmaThreads threads. tw: W segment-tiled as
-// [tiles][nseg][16 rows][32 k] (box 32 k x 16 rows x 1 segment x 4 tiles); tx: x [n][in] as [nseg][n][32 k]
-// (box 32 k x 64 tokens x BKS segments); both with the 64-byte swizzle, zeros past the edges.
+// [tiles][nseg][16 rows][32 k] (box 32 k x 16 rows x 1 segment x 4 tiles, 64-byte swizzle); tx: x [n][in] as
+// overlapping two-segment windows (box 64 k x 64 tokens x 1 window, 128-byte swizzle); zeros past the edges
+// (SkinnyTmaMaps).
 template <Epilogue E, int BKS, int STAGES, int C>
 __global__ void __launch_bounds__(kTmaThreads) SkinnyTmaKernel(const __grid_constant__ CUtensorMap tw,
                                                               const __grid_constant__ CUtensorMap tx,

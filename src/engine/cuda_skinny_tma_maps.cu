@@ -49,8 +49,8 @@ cudaError_t SkinnyTmaMaps(const SkinnyArgs& a, CUtensorMap* tw, CUtensorMap* tx)
   const cuuint64_t w_strides[3] = {kSegK * 2, kWeightTileRows * kSegK * 2, nseg * kWeightTileRows * kSegK * 2};
   const cuuint32_t w_box[4] = {kSegK, kWeightTileRows, 1, kTmaRows / kWeightTileRows};
   // x [n][in] as overlapping windows: dims (k in two segments, token, first segment s < nseg - 1), s one segment
-  // apart; a box is one window of 64 tokens (128-byte rows: a 64-byte box row costs the copy engine as much as a
-  // 128-byte one, bench tma_probe in docs/kernel-spec.md).
+  // apart; a box is one window of 64 tokens (128-byte rows: the copy engine's cost goes by box rows, so x in
+  // 64-byte rows took 2.6x as long; bench_tma_rows, docs/kernel-spec.md).
   const cuuint64_t x_dims[3] = {2 * kSegK, static_cast<cuuint64_t>(a.n), nseg - 1};
   const cuuint64_t x_strides[2] = {static_cast<cuuint64_t>(a.in) * 2, kSegK * 2};
   const cuuint32_t x_box[3] = {2 * kSegK, kTmaTokens, 1};
