@@ -80,8 +80,9 @@ __global__ void RopeTableKernel(const int32_t* positions, const double* inv_freq
 }
 
 // One block per (token, head): blocks y < hq + hkv rotate that q or k head (one pair per thread), block
-// y = hq + hkv copies the token's V row. Many small blocks instead of one block looping per token: at B = 1 the
-// loop's dependent loads made this a 10 us kernel (ncu, H200 base clocks) on the critical path.
+// y = hq + hkv copies the token's V row (a pair per thread); all through RopeWritePair. Many small blocks instead
+// of one block looping per token: at B = 1 the loop's dependent loads made this a 10 us kernel (ncu, H200 base
+// clocks) on the critical path.
 __global__ void RopeWriteKernel(RopeWriteArgs a) {
   PdlWait();
   PdlLaunchDependents();
@@ -97,10 +98,9 @@ __global__ void RopeWriteKernel(RopeWriteArgs a) {
     }
     return;
   }
-  for (int e = static_cast<int>(threadIdx.x); e < kvd; e += static_cast<int>(blockDim.x)) {
-    const __nv_bfloat16 v = __float2bfloat16(row[qd + kvd + e]);
-    a.v_pool[slot * kvd + e] = v;
-    if (a.v_cap != nullptr) a.v_cap[static_cast<int64_t>(t) * kvd + e] = v;
+  const int step = 2 * static_cast<int>(blockDim.x);
+  for (int e = qd + kvd + 2 * static_cast<int>(threadIdx.x); e < qd + 2 * kvd; e += step) {
+    RopeWritePair(a, slot, t, e, row[e], row[e + 1], make_float2(0.f, 0.f));  // v: rounded, not rotated
   }
 }
 

@@ -62,7 +62,7 @@ __device__ __forceinline__ __nv_bfloat162 RopeRotatePair(float x0, float x1, flo
 
 // RopeWriteKernel's output for elements e, e + 1 (e even) of token t's q|k|v row, from their fp32 values: q and k
 // rotated by cs (the step's table entry of pair (e % hd) / 2) into q_out / the k pool row `slot` (and k_cap), v
-// rounded into the v pool row (and v_cap). RopeWriteKernel (q and k) and the fused q|k|v GEMV's epilogue.
+// rounded into the v pool row (and v_cap). RopeWriteKernel and the fused q|k|v GEMV's epilogue.
 __device__ __forceinline__ void RopeWritePair(const RopeWriteArgs& r, int64_t slot, int t, int e, float v0, float v1,
                                               float2 cs) {
   const int qd = r.hq * r.hd, kvd = r.hkv * r.hd;
