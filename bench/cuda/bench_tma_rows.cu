@@ -7,7 +7,6 @@
 // (session 10). W is SMs x 64 rows x in (69 MB at in 4096: larger than L2). Back-to-back launches timed with
 // events, median of 12 batches of 50 after a warm-up batch. sm_90a only. Usage: bench_tma_rows [--json PATH]
 #include <cuda.h>
-#include <cudaTypedefs.h>
 #include <cuda_runtime.h>
 
 #include <cstdio>
@@ -117,23 +116,10 @@ __global__ void __launch_bounds__(160) RingKernel(const __grid_constant__ CUtens
 #endif
 }
 
-PFN_cuTensorMapEncodeTiled_v12000 Encoder() {
-  void* p = nullptr;
-  cudaDriverEntryPointQueryResult found{};
-  CK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &found));
-  if (found != cudaDriverEntryPointSuccess) {
-    std::fprintf(stderr, "no cuTensorMapEncodeTiled\n");
-    std::exit(1);
-  }
-  return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
-}
-
+// A tensor map the engine does not build (session 9's x boxes of 64-byte rows); aborts on failure.
 void Encode(CUtensorMap* map, void* base, cuuint32_t rank, const cuuint64_t* dims, const cuuint64_t* strides,
             const cuuint32_t* box, CUtensorMapSwizzle swizzle) {
-  const cuuint32_t unit[4] = {1, 1, 1, 1};
-  if (Encoder()(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, rank, base, dims, strides, box, unit,
-                CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS) {
+  if (!ce::EncodeBf16TensorMap(map, base, rank, dims, strides, box, swizzle)) {
     std::fprintf(stderr, "tensor map encoding failed\n");
     std::exit(1);
   }
@@ -167,17 +153,13 @@ int main(int argc, char** argv) {
     CK(cudaMalloc(&x, x_bytes));
     CK(cudaMemset(w, 0x11, w_bytes));
     CK(cudaMemset(x, 0x22, x_bytes));
-    CUtensorMap tw, tx64, tx128;
-    const cuuint64_t w_dims[4] = {32, 16, cuuint64_t(nseg), cuuint64_t(blocks) * 4};
-    const cuuint64_t w_strides[3] = {64, 1024, cuuint64_t(nseg) * 1024};
-    const cuuint32_t w_box[4] = {32, 16, 1, 4};
-    Encode(&tw, w, 4, w_dims, w_strides, w_box, CU_TENSOR_MAP_SWIZZLE_64B);
+    CUtensorMap tw, tx64, tx128;  // W and the x windows: the engine's maps (W is blocks x 64 rows, segment-tiled)
+    const ce::SkinnyArgs shape{reinterpret_cast<const __nv_bfloat16*>(w), reinterpret_cast<const __nv_bfloat16*>(x),
+                               nullptr, nullptr, blocks * 64, in, 64, 0.f, ce::WeightLayout::kSegmentTiled};
+    CK(ce::SkinnyTmaMaps(shape, &tw, &tx128));
     const cuuint64_t x64_dims[3] = {32, 64, cuuint64_t(nseg)}, x_strides[2] = {cuuint64_t(in) * 2, 64};
     const cuuint32_t x64_box[3] = {32, 64, kBks};
     Encode(&tx64, x, 3, x64_dims, x_strides, x64_box, CU_TENSOR_MAP_SWIZZLE_64B);
-    const cuuint64_t x128_dims[3] = {64, 64, cuuint64_t(nseg) - 1};
-    const cuuint32_t x128_box[3] = {64, 64, 1};
-    Encode(&tx128, x, 3, x128_dims, x_strides, x128_box, CU_TENSOR_MAP_SWIZZLE_128B);
 
     auto run = [&](const char* name, auto kernel, double copied_per_block) {
       CK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));

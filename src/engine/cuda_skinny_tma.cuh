@@ -26,8 +26,8 @@
 // Two pitfalls met: the producer warp must leave before the consumers' loop (wgmma issued on a path ptxas sees as
 // divergent is serialized, warning C7520), and the epilogue reuses the ring only after a consumer barrier
 // (racecheck caught a fast warp's tile writes over a slow warp's last x reads).
-// defines: SkinnyTmaKernel, SkinnyTmaSmemBytes, LaunchSkinnyTmaKernel, SkinnyTmaSupported, SkinnyTmaMaps (in
-//          cuda_skinny_tma_maps.cu), kTmaRows, kTmaTokens
+// defines: SkinnyTmaKernel, SkinnyTmaSmemBytes, LaunchSkinnyTmaKernel, SkinnyTmaSupported, XWindow,
+//          EncodeBf16TensorMap and SkinnyTmaMaps (in cuda_skinny_tma_maps.cu), kTmaRows, kTmaTokens
 #pragma once
 
 #include <cuda.h>
@@ -349,6 +349,11 @@ __global__ void __launch_bounds__(kTmaThreads) SkinnyTmaKernel(const __grid_cons
 inline bool SkinnyTmaSupported(const SkinnyArgs& a) {
   return a.layout == WeightLayout::kSegmentTiled && a.in % kSegK == 0 && a.in / kSegK >= kSkinnySlices;
 }
+
+// A bf16 tensor map of rank <= 4 (dims innermost first, strides in bytes of dims 1.., unit element strides, no OOB NaN fill,
+// 256-byte L2 promotion) through the driver's encoder; false where it cannot be reached or refuses.
+bool EncodeBf16TensorMap(CUtensorMap* map, const void* base, cuuint32_t rank, const cuuint64_t* dims,
+                         const cuuint64_t* strides, const cuuint32_t* box, CUtensorMapSwizzle swizzle);
 
 // The two tensor maps of a (W: boxes of one segment of a 64-row tile; x: windows of two segments);
 // cudaErrorInvalidValue where SkinnyTmaSupported refuses a or the driver's encoder fails.

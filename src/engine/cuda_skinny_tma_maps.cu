@@ -1,9 +1,9 @@
 // engine/cuda_skinny_tma_maps.cu — the tensor maps (TMA descriptors) of the TMA-fed skinny GEMM
 // (cuda_skinny_tma.cuh): W segment-tiled, read in 64-byte rows with the 64-byte swizzle its wgmma descriptors
-// name; x row-major, read in windows of two segments (128-byte rows, 128-byte swizzle) that the consumers load. The encoder is the driver's cuTensorMapEncodeTiled, reached through the runtime's
-// entry-point query (no link against libcuda). Encoding is host arithmetic, done per launch (captured by value in
-// graphs).
-// defines: SkinnyTmaMaps (declared in cuda_skinny_tma.cuh)
+// name; x row-major, read in windows of two segments (128-byte rows, 128-byte swizzle) that the consumers load.
+// The encoder is the driver's cuTensorMapEncodeTiled, reached through the runtime's entry-point query (no link
+// against libcuda). Encoding is host arithmetic, done per launch (captured by value in graphs).
+// defines: EncodeBf16TensorMap, SkinnyTmaMaps (declared in cuda_skinny_tma.cuh)
 #include <cuda.h>
 #include <cudaTypedefs.h>
 #include <cuda_runtime.h>
@@ -28,17 +28,17 @@ PFN_cuTensorMapEncodeTiled_v12000 Encoder() {
   return fn;
 }
 
-bool Encode(CUtensorMap* map, const void* base, cuuint32_t rank, const cuuint64_t* dims, const cuuint64_t* strides,
-            const cuuint32_t* box, CUtensorMapSwizzle swizzle) {
+}  // namespace
+
+bool EncodeBf16TensorMap(CUtensorMap* map, const void* base, cuuint32_t rank, const cuuint64_t* dims,
+                         const cuuint64_t* strides, const cuuint32_t* box, CUtensorMapSwizzle swizzle) {
   const PFN_cuTensorMapEncodeTiled_v12000 encode = Encoder();
-  if (encode == nullptr) return false;
+  if (encode == nullptr || rank < 1 || rank > 4) return false;
   const cuuint32_t unit[4] = {1, 1, 1, 1};
   return encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, rank, const_cast<void*>(base), dims, strides, box, unit,
                 CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
-
-}  // namespace
 
 cudaError_t SkinnyTmaMaps(const SkinnyArgs& a, CUtensorMap* tw, CUtensorMap* tx) {
   if (!SkinnyTmaSupported(a) || a.n < 1) return cudaErrorInvalidValue;
@@ -54,8 +54,8 @@ cudaError_t SkinnyTmaMaps(const SkinnyArgs& a, CUtensorMap* tw, CUtensorMap* tx)
   const cuuint64_t x_dims[3] = {2 * kSegK, static_cast<cuuint64_t>(a.n), nseg - 1};
   const cuuint64_t x_strides[2] = {static_cast<cuuint64_t>(a.in) * 2, kSegK * 2};
   const cuuint32_t x_box[3] = {2 * kSegK, kTmaTokens, 1};
-  if (!Encode(tw, a.w, 4, w_dims, w_strides, w_box, CU_TENSOR_MAP_SWIZZLE_64B) ||
-      !Encode(tx, a.x, 3, x_dims, x_strides, x_box, CU_TENSOR_MAP_SWIZZLE_128B)) {
+  if (!EncodeBf16TensorMap(tw, a.w, 4, w_dims, w_strides, w_box, CU_TENSOR_MAP_SWIZZLE_64B) ||
+      !EncodeBf16TensorMap(tx, a.x, 3, x_dims, x_strides, x_box, CU_TENSOR_MAP_SWIZZLE_128B)) {
     return cudaErrorInvalidValue;
   }
   return cudaSuccess;
