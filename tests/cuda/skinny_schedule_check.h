@@ -1,4 +1,5 @@
-// skinny_schedule_check.h — the checks a skinny GEMM schedule must pass (skinny_wgmma_test.cu, skinny_tma_test.cu):
+// skinny_schedule_check.h — the checks a skinny GEMM schedule must pass (skinny_wgmma_test.cu, skinny_tma_test.cu;
+// the small sanitizer case also skinny_stream_test.cu):
 // bit-identical to the register kernel on row-major W (the reference), store with beta 0 (NaN-poisoned output) and
 // 1, within the fp64 oracle's bound where asked, and the SwiGLU epilogue; each over a list of configurations and
 // weight layouts. Failures name the configuration, shape and layout.
@@ -10,6 +11,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -26,8 +28,9 @@ void RegisterReference(const cuda_engine::SkinnyArgs& a) {
   ASSERT_EQ(cudaSuccess, (cuda_engine::LaunchSkinnyKernel<4, 4, E, 8, 2, true, 0, false>(a, false, nullptr)));
 }
 
-// One configuration of the schedule under test: its store and SwiGLU launchers.
-using ScheduleLauncher = cudaError_t (*)(const cuda_engine::SkinnyArgs&, bool, cudaStream_t);
+// One configuration of the schedule under test: its store and SwiGLU launchers (a launcher with more parameters,
+// such as the streaming schedule's SM count, is bound in a lambda).
+using ScheduleLauncher = std::function<cudaError_t(const cuda_engine::SkinnyArgs&, bool, cudaStream_t)>;
 struct ScheduleConfig {
   std::string name;
   ScheduleLauncher store, swiglu;
@@ -117,13 +120,15 @@ inline void CheckScheduleSwiGlu(const std::vector<ScheduleConfig>& configs,
   }
 }
 
-// A small case for compute-sanitizer: store (beta 0) and SwiGLU of a 168-row matrix at 21 tokens (a part-filled
-// row tile and token tile), every configuration and layout.
+// A small case for compute-sanitizer: store (beta 0) and SwiGLU of a 168-row matrix (a part-filled row tile;
+// gate|up of ff 84) at n tokens (21: a part-filled token tile of the 64-token schedules), every configuration and
+// layout.
 inline void CheckScheduleSmall(const std::vector<ScheduleConfig>& configs,
-                               const std::vector<cuda_engine::WeightLayout>& layouts, int in, uint32_t seed) {
+                               const std::vector<cuda_engine::WeightLayout>& layouts, int in, uint32_t seed,
+                               int n = 21) {
   namespace ce = cuda_engine;
   std::mt19937 rng(seed);
-  const int n = 21, out = 168;
+  const int out = 168;
   const auto w = RandomBf16(rng, static_cast<size_t>(out) * in, 0.5f);
   const auto x = RandomBf16(rng, static_cast<size_t>(n) * in, 1.f);
   __nv_bfloat16* dw = Dev(w);

@@ -22,6 +22,7 @@
 #include "engine/cuda_skinny_gemm.cuh"
 #include "engine/cuda_skinny_stream.cuh"
 #include "gemm_test_util.h"
+#include "skinny_schedule_check.h"
 
 namespace fp {
 namespace {
@@ -121,39 +122,17 @@ void CheckSwiGlu(int ff, uint32_t seed) {
 // One store and one SwiGLU problem (in 256, 3 tokens), each grid and layout, against the register kernel.
 template <int NR, int RING, int MINB>
 void CheckSmall() {
-  std::mt19937 rng(80);
-  const int in = 256, n = 3, out = 168;  // 168 rows: a part-filled last tile of NR 4, gate|up of ff 84
-  const auto w = RandomBf16(rng, static_cast<size_t>(out) * in, 0.5f);
-  const auto x = RandomBf16(rng, static_cast<size_t>(n) * in, 1.f);
-  bf16* dw = Dev(w);
-  bf16* dwt = testing::SegmentTiledCopy(dw, out, in);
-  bf16* dx = Dev(x);
-  float* yref = Dev(std::vector<float>(static_cast<size_t>(n) * out, 0.f));
-  bf16* href = Dev(std::vector<bf16>(static_cast<size_t>(n) * out / 2));
-  ASSERT_EQ(cudaSuccess, (ce::LaunchSkinnyKernel<1, NR, ce::Epilogue::kStore, 8, 1>(
-                             ce::SkinnyArgs{dw, dx, yref, nullptr, out, in, n, 0.f}, false, nullptr)));
-  ASSERT_EQ(cudaSuccess, (ce::LaunchSkinnyKernel<1, NR, ce::Epilogue::kSwiGlu, 8, 1>(
-                             ce::SkinnyArgs{dw, dx, nullptr, href, out, in, n, 0.f}, false, nullptr)));
-  const auto ry = Host(yref, static_cast<size_t>(n) * out);
-  const auto rh = Host(href, static_cast<size_t>(n) * out / 2);
-  for (const auto& [sms, lay] : Runs()) {
-    const bf16* wl = lay == ce::WeightLayout::kRowMajor ? dw : dwt;
-    float* y = Dev(std::vector<float>(ry.size(), std::nanf("")));
-    bf16* h = Dev(std::vector<bf16>(rh.size(), __float2bfloat16(std::nanf(""))));
-    ASSERT_EQ(cudaSuccess, (ce::LaunchSkinnyStreamKernel<NR, ce::Epilogue::kStore, RING, MINB>(
-                               ce::SkinnyArgs{wl, dx, y, nullptr, out, in, n, 0.f, lay}, sms, false, nullptr)));
-    ASSERT_EQ(cudaSuccess, (ce::LaunchSkinnyStreamKernel<NR, ce::Epilogue::kSwiGlu, RING, MINB>(
-                               ce::SkinnyArgs{wl, dx, nullptr, h, out, in, n, 0.f, lay}, sms, false, nullptr)));
-    EXPECT_TRUE(testing::WrittenAndBitIdentical(Host(y, ry.size()), ry, out));
-    EXPECT_TRUE(testing::WrittenAndBitIdentical(Host(h, rh.size()), rh, out / 2));
-    cudaFree(y);
-    cudaFree(h);
+  std::vector<testing::ScheduleConfig> configs;
+  for (const int sms : {1, testing::DeviceSmCount()}) {
+    configs.push_back({"NR " + std::to_string(NR) + " ring " + std::to_string(RING) + " sms " + std::to_string(sms),
+                       [sms](const ce::SkinnyArgs& a, bool pdl, cudaStream_t st) {
+                         return ce::LaunchSkinnyStreamKernel<NR, ce::Epilogue::kStore, RING, MINB>(a, sms, pdl, st);
+                       },
+                       [sms](const ce::SkinnyArgs& a, bool pdl, cudaStream_t st) {
+                         return ce::LaunchSkinnyStreamKernel<NR, ce::Epilogue::kSwiGlu, RING, MINB>(a, sms, pdl, st);
+                       }});
   }
-  cudaFree(dw);
-  cudaFree(dwt);
-  cudaFree(dx);
-  cudaFree(yref);
-  cudaFree(href);
+  testing::CheckScheduleSmall(configs, {ce::WeightLayout::kRowMajor, ce::WeightLayout::kSegmentTiled}, 256, 80, 3);
 }
 
 // out 37: 3 tiles of 16 (the last part-filled); 1000 and 2052: many tiles a block on one SM's grid.
@@ -174,7 +153,8 @@ TEST(SkinnyStream, SwiGluBitIdenticalToRegisterKernel) {
 }
 
 // Small cases for compute-sanitizer (scripts/gpu-check runs *Sanitizer* under memcheck and racecheck): the engine's
-// configuration and the 2-row-tile one it ran up to 8 tokens before session 9, both epilogues and layouts, a part-filled tile and many tiles a block on a one-SM grid.
+// configuration and the 2-row-tile one it ran up to 8 tokens before session 9, both epilogues and layouts, a
+// part-filled tile and many tiles a block on a one-SM grid.
 TEST(SkinnySanitizer, StreamSmall) {
   SKIP_WITHOUT_GPU();
   CheckSmall<2, 4, 3>();
